@@ -3,8 +3,9 @@
 The vocabulary is a list of strings whose index is the token id. Single-character entries are the
 characters the model can read and write; multi-character entries (``<pad>``, ``<bos>``, ...) are special
 tokens named in ``special_tokens``. Text is never parsed for special tokens: ``"<eos>"`` in a prompt is
-five characters. A character outside the vocabulary is a domain error naming it and its position, unless
-the vocabulary has an ``unk`` special token, which then replaces it (the documented replacement).
+five characters. A character outside the vocabulary is a domain error naming it and its position; with
+``replace_unknown=True`` it becomes the vocabulary's ``unk`` token instead, if there is one. The server
+uses the error (a clear 400 beats a silently changed prompt).
 """
 
 from __future__ import annotations
@@ -78,9 +79,9 @@ class CharTokenizer:
     def is_special(self, token_id: int) -> bool:
         return token_id in self.special_tokens.values()
 
-    def encode(self, text: str, *, what: str = "text_input") -> list[int]:
+    def encode(self, text: str, *, what: str = "text_input", replace_unknown: bool = False) -> list[int]:
         """Token ids for ``text``; unknown characters raise InvalidInputError (or map to ``unk``)."""
-        unk = self.special_id("unk")
+        unk = self.special_id("unk") if replace_unknown else None
         ids: list[int] = []
         unknown: list[tuple[int, str]] = []
         for position, char in enumerate(text):

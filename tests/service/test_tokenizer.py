@@ -54,11 +54,13 @@ def test_unknown_character_list_is_truncated(tok: CharTokenizer) -> None:
     assert len(message) < 400  # never echoes a huge payload
 
 
-def test_unk_token_is_the_documented_replacement() -> None:
+def test_unk_token_replaces_only_when_asked() -> None:
     tok = CharTokenizer.from_manifest(
         {"type": "char", "vocab": ["<unk>", "a", "b"], "special_tokens": {"unk": 0}}
     )
-    assert tok.encode("aZb") == [1, 0, 2]
+    assert tok.encode("aZb", replace_unknown=True) == [1, 0, 2]
+    with pytest.raises(InvalidInputError, match="'Z' at position 1"):
+        tok.encode("aZb")
 
 
 def test_decode_rejects_ids_outside_vocabulary(tok: CharTokenizer) -> None:
