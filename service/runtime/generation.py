@@ -124,6 +124,7 @@ class TextModel:
     tokenizer: CharTokenizer
     kind: ModelKind
     max_sequence_length: int
+    max_target_length: int | None = None  # seq2seq decoder positions; defaults to max_sequence_length
     output_name: str = "logits"
 
     @classmethod
@@ -138,9 +139,17 @@ class TextModel:
         max_len = manifest.get("max_sequence_length")
         if not isinstance(max_len, int) or max_len < 1:
             raise ValueError("model.json needs a positive integer max_sequence_length")
+        max_target = manifest.get("max_target_length")
+        if max_target is not None and (not isinstance(max_target, int) or max_target < 2):
+            raise ValueError("model.json's max_target_length must be an integer >= 2")
         if task == "seq2seq" and tokenizer.bos_id is None:
             raise ValueError("a seq2seq tokenizer needs a bos special token to start the decoder")
-        return cls(runner=runner, tokenizer=tokenizer, kind=task, max_sequence_length=max_len)
+        return cls(runner, tokenizer, task, max_len, max_target)
+
+    @property
+    def decoder_limit(self) -> int:
+        """How many decoder positions a seq2seq graph takes (bos included)."""
+        return self.max_target_length or self.max_sequence_length
 
     def prepare(self, prompt: str, params: GenerationParams, *, max_prompt_length: int) -> Generation:
         """Validate and encode now, so bad input fails before any response (or stream) starts."""
@@ -194,7 +203,7 @@ class Generation:
         generated = 0
         reason: FinishReason = "length"
         while generated < params.max_tokens:
-            if model.kind == "seq2seq" and len(context) >= model.max_sequence_length:
+            if model.kind == "seq2seq" and len(context) >= model.decoder_limit:
                 break  # the decoder's positional table is full: "length"
             token = sample_next(model.logits(context, source), params.sampling, rng)
             generated += 1

@@ -1,0 +1,205 @@
+"""Open Inference Protocol V2 infer bodies <-> numpy, by hand (no pydantic on the hot path).
+
+Decoding checks, in order, the document, each input against the graph (name, datatype, shape, limits),
+then its data; the requested outputs and their parameters (`classification`, `binary_data`).
+Triton's binary tensor data extension is supported both ways (`Inference-Header-Content-Length`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.errors import InvalidInputError
+from service.runtime.postprocess import class_scores, top_k_strings
+from service.runtime.repository import LoadedModel
+from service.runtime.session import check_input
+from service.runtime.tensors import (
+    binary_to_numpy,
+    check_shape,
+    json_to_numpy,
+    numpy_to_binary,
+    numpy_to_json_data,
+)
+
+_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+@dataclass
+class RequestedOutput:
+    name: str
+    classification: int = 0
+    binary: bool = False
+
+
+@dataclass
+class V2Request:
+    feeds: dict[str, np.ndarray]
+    outputs: list[RequestedOutput]
+    output_names: list[str]
+    id: str | None
+    parameters: dict[str, Any] | None
+    rows: int
+
+
+def parse_json(body: bytes | memoryview) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        hint = ""
+        if b"NaN" in body or b"Infinity" in body:
+            hint = " (NaN and Infinity are not JSON numbers; the model takes finite numbers)"
+        raise InvalidInputError(f"request body is not valid JSON: {error}{hint}") from error
+
+
+def _object(value: object, what: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise InvalidInputError(f"{what} must be a JSON object")
+    return value
+
+
+def decode_request(body: bytes, model: LoadedModel, header_length: int | None) -> V2Request:
+    """Parse and check a V2 infer body for `model` (already known to be ready)."""
+    session = model.require_session()
+    if header_length is not None and not 0 <= header_length <= len(body):
+        raise InvalidInputError(
+            f"Inference-Header-Content-Length {header_length} does not fit a body of {len(body)} bytes"
+        )
+    view = memoryview(body)
+    document = _object(
+        parse_json(view[:header_length] if header_length is not None else body), "request body"
+    )
+    request_id = document.get("id")
+    if request_id is not None and type(request_id) is not str:
+        raise InvalidInputError("'id' must be a string")
+    parameters = document.get("parameters")
+    if parameters is not None:
+        _object(parameters, "'parameters'")
+    inputs = document.get("inputs")
+    if type(inputs) is not list or not inputs:
+        raise InvalidInputError(
+            "'inputs' must be a non-empty list of tensors; the model takes "
+            + ", ".join(session.input_by_name)
+        )
+    feeds: dict[str, np.ndarray] = {}
+    offset = header_length if header_length is not None else len(body)
+    for item in inputs:
+        tensor = _object(item, "each entry of 'inputs'")
+        name = tensor.get("name")
+        if type(name) is not str:
+            raise InvalidInputError("each input needs a string 'name'")
+        spec = session.input_by_name.get(name)
+        if spec is None:
+            raise InvalidInputError(
+                f"unknown input {name[:64]!r}; the model takes {', '.join(session.input_by_name)}"
+            )
+        if name in feeds:
+            raise InvalidInputError(f"input {name!r} is given twice")
+        datatype = tensor.get("datatype")
+        if type(datatype) is not str:
+            raise InvalidInputError(f"input {name!r}: 'datatype' must be a string such as {spec.datatype}")
+        shape = check_shape(name, tensor.get("shape"))
+        check_input(spec, datatype, shape, model.batch_limit, model.max_sequence_length)
+        tensor_parameters = tensor.get("parameters")
+        binary_size = None
+        if tensor_parameters is not None:
+            binary_size = _object(tensor_parameters, f"input {name!r}: 'parameters'").get("binary_data_size")
+        if binary_size is not None:
+            if header_length is None:
+                raise InvalidInputError(
+                    f"input {name!r} has binary_data_size but the request has no "
+                    "Inference-Header-Content-Length header"
+                )
+            if type(binary_size) is not int or binary_size < 0 or offset + binary_size > len(body):
+                raise InvalidInputError(f"input {name!r}: binary_data_size does not fit the binary data sent")
+            feeds[name] = binary_to_numpy(name, datatype, shape, view[offset : offset + binary_size])
+            offset += binary_size
+        else:
+            if "data" not in tensor:
+                raise InvalidInputError(f"input {name!r} has no 'data'")
+            feeds[name] = json_to_numpy(name, datatype, shape, tensor["data"])
+    if offset != len(body):
+        raise InvalidInputError(f"{len(body) - offset} bytes of binary data follow that no input claims")
+    for spec in session.inputs:
+        if spec.name not in feeds:
+            raise InvalidInputError(
+                f"missing input {spec.name!r}; the model takes {', '.join(session.input_by_name)}"
+            )
+    outputs = _requested_outputs(document.get("outputs"), model, parameters)
+    first = feeds[session.inputs[0].name]
+    rows = first.shape[0] if first.ndim and session.inputs[0].batched else 1
+    return V2Request(feeds, outputs, [o.name for o in outputs], request_id, parameters, rows)
+
+
+def _requested_outputs(
+    value: object, model: LoadedModel, parameters: dict[str, Any] | None
+) -> list[RequestedOutput]:
+    session = model.require_session()
+    binary_default = bool(parameters and parameters.get("binary_data_output") is True)
+    if value is None:
+        return [RequestedOutput(name, binary=binary_default) for name in session.output_names]
+    if type(value) is not list or not value:
+        raise InvalidInputError("'outputs' must be a non-empty list of {\"name\": ...} objects")
+    requested: list[RequestedOutput] = []
+    for item in value:
+        output = _object(item, "each entry of 'outputs'")
+        name = output.get("name")
+        if type(name) is not str or name not in session.output_by_name:
+            shown = repr(name[:64]) if type(name) is str else "a missing name"
+            raise InvalidInputError(
+                f"unknown output {shown}; the model's outputs are {', '.join(session.output_names)}"
+            )
+        if any(r.name == name for r in requested):
+            raise InvalidInputError(f"output {name!r} is requested twice")
+        entry = RequestedOutput(name, binary=binary_default)
+        output_parameters = output.get("parameters")
+        if output_parameters is not None:
+            params = _object(output_parameters, f"output {name!r}: 'parameters'")
+            classification = params.get("classification", 0)
+            if type(classification) is not int or classification < 0:
+                raise InvalidInputError(
+                    f"output {name!r}: 'classification' must be a positive integer (top k)"
+                )
+            entry.classification = classification
+            binary = params.get("binary_data", binary_default)
+            if type(binary) is not bool:
+                raise InvalidInputError(f"output {name!r}: 'binary_data' must be true or false")
+            entry.binary = binary
+        requested.append(entry)
+    return requested
+
+
+def encode_response(
+    model: LoadedModel, request: V2Request, results: dict[str, np.ndarray]
+) -> tuple[bytes, int | None]:
+    """The V2 response body, and the JSON header length when binary outputs follow it."""
+    outputs: list[dict[str, Any]] = []
+    binaries: list[bytes] = []
+    for requested in request.outputs:
+        array = results[requested.name]
+        datatype = model.require_session().output_by_name[requested.name].datatype
+        if requested.classification:
+            scores = class_scores(array, requested.name, model.task)
+            array = top_k_strings(scores, requested.classification, model.labels)
+            datatype = "BYTES"
+        entry: dict[str, Any] = {"name": requested.name, "datatype": datatype, "shape": list(array.shape)}
+        if requested.binary:
+            raw = numpy_to_binary(array)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            binaries.append(raw)
+        else:
+            entry["data"] = numpy_to_json_data(array)
+        outputs.append(entry)
+    document: dict[str, Any] = {"model_name": model.name, "model_version": model.version_str}
+    if request.id is not None:
+        document["id"] = request.id
+    if request.parameters:
+        document["parameters"] = request.parameters
+    document["outputs"] = outputs
+    header = orjson.dumps(document, option=_DUMPS_OPTIONS)
+    if not binaries:
+        return header, None
+    return b"".join([header, *binaries]), len(header)

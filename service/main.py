@@ -1,0 +1,85 @@
+"""Assembles the app: `create_app(settings)`; the lifespan loads the model repository (no work at import)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from service.api import docs, health, v1, v2
+from service.api.errors import install_handlers
+from service.api.middleware import BodyLimitMiddleware
+from service.api.schemas import DOC_MODELS
+from service.api.state import AppState
+from service.metrics import Metrics
+from service.runtime.repository import Repository
+from service.runtime.session import SessionConfig
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def session_config(settings: Settings) -> SessionConfig:
+    return SessionConfig(
+        providers=tuple(settings.providers),
+        strict_providers=settings.strict_providers,
+        gpu_device_id=settings.gpu_device_id,
+        intra_op_threads=settings.intra_op_threads,
+        inter_op_threads=settings.inter_op_threads,
+        graph_optimization_level=settings.graph_optimization_level,
+    )
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the hand-parsed bodies' schemas (referenced from openapi_extra)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in DOC_MODELS:
+        model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(model_schema.pop("$defs", {}))
+        components[model.__name__] = model_schema
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+    repository = Repository(
+        settings.model_repository, session_config(settings), metrics, settings.max_batch_size
+    )
+    state = AppState(settings=settings, repository=repository, metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        repository.load_all()
+        models = repository.models()
+        log.info(
+            "serving %d model version(s), %d ready, from %s",
+            len(models),
+            sum(m.ready for m in models),
+            repository.root,
+        )
+        yield
+
+    app = FastAPI(
+        title="recap-serve",
+        description="onnxruntime model server: Open Inference Protocol V2, TF-Serving style V1.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.recap = state
+    install_handlers(app)
+    app.include_router(health.build_router(state))
+    app.include_router(v2.build_router(state))
+    app.include_router(v1.build_router(state))
+    docs.install_docs(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, metrics=metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,110 @@
+"""All Prometheus objects of the server, in one registry per app (tests build several apps).
+
+The names are a contract with the Grafana dashboard and load tests; do not rename them. Labels only
+ever carry names of loaded models (an unknown model is counted as model="" version=""), so a client
+cannot blow up the cardinality. `ModelMetrics` caches the labelled children of one model version so
+the hot path does no label lookups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+PROTOCOLS = ("v2", "v1", "generate")
+# Seconds; the small models answer in tens of microseconds, text models in tens of milliseconds.
+REQUEST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+INFERENCE_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05, 0.25, 1)
+
+
+@dataclass
+class ProtocolChildren:
+    """The children of one (model, version, protocol)."""
+
+    requests: Counter
+    duration: Histogram
+    failures: dict[str, Counter] = field(default_factory=dict)
+
+
+class Metrics:
+    """The registry and the metric families."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "recap_requests",
+            "Requests by model, version and protocol (v2, v1, generate).",
+            ["model", "version", "protocol"],
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "recap_request_failures",
+            "Failed requests by model, version, protocol and reason (a domain error code).",
+            ["model", "version", "protocol", "reason"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "recap_request_duration_seconds",
+            "Whole request handling time, body parsing and encoding included.",
+            ["model", "version", "protocol"],
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference_duration = Histogram(
+            "recap_inference_duration_seconds",
+            "onnxruntime session.run time only.",
+            ["model", "version"],
+            buckets=INFERENCE_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference_rows = Counter(
+            "recap_inference_rows",
+            "Rows inferred (the batch sizes summed; Triton's inference count).",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.model_ready = Gauge(
+            "recap_model_ready",
+            "1 when the model version is loaded and ready, 0 when it failed to load.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.unknown = ModelMetrics(self, "", "")
+
+    def for_model(self, model: str, version: str) -> ModelMetrics:
+        return ModelMetrics(self, model, version)
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class ModelMetrics:
+    """The cached children of one model version (or of the unknown model)."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self._metrics = metrics
+        self.model = model
+        self.version = version
+        self.inference_duration = metrics.inference_duration.labels(model, version)
+        self.inference_rows = metrics.inference_rows.labels(model, version)
+        self.protocols = {
+            protocol: ProtocolChildren(
+                requests=metrics.requests.labels(model, version, protocol),
+                duration=metrics.request_duration.labels(model, version, protocol),
+            )
+            for protocol in PROTOCOLS
+        }
+
+    def set_ready(self, ready: bool) -> None:
+        if self.model:
+            self._metrics.model_ready.labels(self.model, self.version).set(1 if ready else 0)
+
+    def failure(self, protocol: str, reason: str) -> None:
+        children = self.protocols[protocol]
+        counter = children.failures.get(reason)
+        if counter is None:
+            counter = self._metrics.failures.labels(self.model, self.version, protocol, reason)
+            children.failures[reason] = counter
+        counter.inc()

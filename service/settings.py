@@ -1,0 +1,91 @@
+"""Server settings: every field is a `--kebab-case` flag of `python -m service` and a `RECAP_` env var.
+
+Tests build their own `Settings(...)` and hand it to `create_app`; nothing here reads the command line
+unless `__main__` asks for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProviderName = Literal["cpu", "cuda", "tensorrt"]
+OptimizationLevel = Literal["disabled", "basic", "extended", "all"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECAP_",
+        cli_kebab_case=True,
+        cli_prog_name="python -m service",
+        cli_implicit_flags=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    host: str = Field("127.0.0.1", min_length=1, description="Interface to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    model_repository: Path = Field(
+        Path("models"),
+        description="Folder holding <model>/<version>/model.onnx (+ model.json); it must exist.",
+    )
+    providers: list[ProviderName] = Field(
+        default_factory=lambda: list[ProviderName](["cpu"]),
+        min_length=1,
+        description="onnxruntime execution providers in order of preference: cpu, cuda, tensorrt.",
+    )
+    strict_providers: bool = Field(
+        False,
+        description="A model whose session did not get every requested GPU provider is not ready "
+        "(otherwise it falls back to the CPU and the fallback is logged once).",
+    )
+    gpu_device_id: int = Field(0, ge=0, description="CUDA device for the cuda/tensorrt providers.")
+    intra_op_threads: int = Field(
+        1, ge=0, le=1024, description="onnxruntime threads inside one operator; 0: onnxruntime's default."
+    )
+    inter_op_threads: int = Field(
+        1, ge=0, le=1024, description="onnxruntime threads across operators; 0: onnxruntime's default."
+    )
+    graph_optimization_level: OptimizationLevel = Field(
+        "all", description="onnxruntime graph optimisation level: disabled, basic, extended or all."
+    )
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        le=2**31,
+        description="Largest request body accepted; larger ones get 413 before they are read.",
+    )
+    max_batch_size: int = Field(
+        0, ge=0, description="Batch limit for models whose model.json sets none; 0: no limit."
+    )
+    offload_min_rows: int = Field(
+        512,
+        ge=1,
+        description="Batches of at least this many rows run in a worker thread instead of inline "
+        "on the event loop (small batches are faster inline).",
+    )
+    strict_readiness: bool = Field(
+        True, description="/v2/health/ready answers 200 only when every model version is ready."
+    )
+    access_log: bool = Field(False, description="Log every request (costs throughput).")
+    log_level: LogLevel = Field("info", description="Logging level of the server.")
+
+    @field_validator("providers")
+    @classmethod
+    def _no_duplicates(cls, value: list[ProviderName]) -> list[ProviderName]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"providers must not repeat, got {value}")
+        return value
+
+    @field_validator("model_repository")
+    @classmethod
+    def _is_directory(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"model repository {str(value)!r} is not a directory")
+        return value
