@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test models lint typecheck unit install install-serve system-deps bench load clean
+.PHONY: serve test models lint typecheck unit install install-serve system-deps bench load load-distributed clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,39 @@ models: install
 system-deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk prometheus docker-compose >/dev/null
+
+## load: Locust headless against a running server; CSV stats and the HTML report land in $(LOAD_REPORTS)/
+LOAD_HOST ?= http://$(HOST):$(PORT)
+LOAD_USERS ?= 10
+LOAD_SPAWN_RATE ?= 5
+LOAD_TIME ?= 1m
+LOAD_TAGS ?=
+LOAD_EXCLUDE_TAGS ?=
+LOAD_WORKERS ?= 2
+LOAD_MASTER_PORT ?= 5557
+LOAD_REPORTS ?= reports/load
+LOCUST := $(VENV)/bin/locust -f load/locustfile.py
+LOCUST_RUN := --headless --host $(LOAD_HOST) -u $(LOAD_USERS) -r $(LOAD_SPAWN_RATE) -t $(LOAD_TIME) \
+	--csv $(LOAD_REPORTS)/locust --csv-full-history --html $(LOAD_REPORTS)/locust.html \
+	--json-file $(LOAD_REPORTS)/locust --only-summary \
+	$(if $(LOAD_TAGS),--tags $(LOAD_TAGS)) $(if $(LOAD_EXCLUDE_TAGS),--exclude-tags $(LOAD_EXCLUDE_TAGS))
+
+$(VENV)/.load-installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[load]'
+	touch $@
+
+load: $(VENV)/.load-installed
+	mkdir -p $(LOAD_REPORTS)
+	$(LOCUST) $(LOCUST_RUN)
+
+## load-distributed: the same run from one Locust master and $(LOAD_WORKERS) worker processes
+load-distributed: $(VENV)/.load-installed
+	mkdir -p $(LOAD_REPORTS)
+	for i in $$(seq $(LOAD_WORKERS)); do \
+	  $(LOCUST) --worker --master-host 127.0.0.1 --master-port $(LOAD_MASTER_PORT) & \
+	done; \
+	$(LOCUST) --master --master-bind-host 127.0.0.1 --master-bind-port $(LOAD_MASTER_PORT) \
+	  --expect-workers $(LOAD_WORKERS) $(LOCUST_RUN); rc=$$?; wait; exit $$rc
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,34 @@
+# syntax=docker/dockerfile:1
+# recap-serve, CPU image: onnxruntime + FastAPI in a venv, the zoo in /models, run as a non-root user.
+#   docker build -f docker/service.Dockerfile -t recap-serve:cpu .
+# No torch, no extras: `pip install .` only (the build fails if torch sneaks in).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY service/ service/
+RUN pip install . \
+ && python -c "import importlib.util as u, sys; sys.exit('torch in the service image' if u.find_spec('torch') else 0)" \
+ && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+
+FROM ${PYTHON_IMAGE} AS runtime
+RUN useradd --system --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin recap
+COPY --from=builder /opt/venv /opt/venv
+# Owned by root, readable by all: the server only reads its repository (compose mounts it :ro).
+COPY models/ /models/
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    RECAP_HOST=0.0.0.0 \
+    RECAP_PORT=8000 \
+    RECAP_MODEL_REPOSITORY=/models
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2)"]
+CMD ["python", "-m", "service"]

@@ -1,0 +1,184 @@
+"""Response checks for the Locust users: plain functions, no Locust import, so pytest can test them.
+
+Each check raises `CheckError` with a short reason when a response is wrong in content (not only in
+status): probabilities out of [0, 1], softmax rows that do not sum to 1, unknown labels, empty text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+SOFTMAX_TOLERANCE = 1e-4
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class CheckError(Exception):
+    """A response that arrived but is wrong."""
+
+
+def expect(condition: bool, reason: str) -> None:
+    if not condition:
+        raise CheckError(reason)
+
+
+def _numbers(values: Iterable[Any], what: str) -> list[float]:
+    out: list[float] = []
+    for value in values:
+        expect(
+            isinstance(value, int | float) and not isinstance(value, bool),
+            f"{what}: {value!r} is not a number",
+        )
+        expect(math.isfinite(value), f"{what}: {value!r} is not finite")
+        out.append(float(value))
+    return out
+
+
+def check_finite(values: Iterable[Any], what: str) -> list[float]:
+    """Plain finite numbers (a regression's predictions): no NaN, no infinity, no strings."""
+    return _numbers(values, what)
+
+
+def check_probability_rows(rows: Sequence[Sequence[float]], *, softmax: bool, what: str) -> None:
+    """Every value in [0, 1]; with softmax, every row sums to 1 within SOFTMAX_TOLERANCE."""
+    for i, row in enumerate(rows):
+        values = _numbers(row, what)
+        for p in values:
+            expect(0.0 <= p <= 1.0, f"{what}: probability {p} of row {i} is outside [0, 1]")
+        if softmax:
+            total = math.fsum(values)
+            expect(abs(total - 1.0) <= SOFTMAX_TOLERANCE, f"{what}: row {i} sums to {total}, not 1")
+
+
+def reshape(flat: Sequence[Any], shape: Sequence[int]) -> list[list[Any]]:
+    """Split a V2 row-major flat `data` list into rows of shape[1:] elements."""
+    width = math.prod(shape[1:]) if len(shape) > 1 else 1
+    expect(len(flat) == math.prod(shape), f"data has {len(flat)} elements, shape {list(shape)} needs more")
+    return [list(flat[i * width : (i + 1) * width]) for i in range(shape[0])]
+
+
+def check_v2_tensor(
+    output: dict[str, Any], *, rows: int, width: int, datatype: str = "FP32"
+) -> list[list[Any]]:
+    """A V2 output tensor with `rows` rows of `width` values; returns the rows."""
+    name = output.get("name")
+    expect(output.get("datatype") == datatype, f"{name}: datatype {output.get('datatype')!r}, not {datatype}")
+    shape = output.get("shape")
+    expect(
+        isinstance(shape, list) and shape[:1] == [rows], f"{name}: shape {shape!r}, expected [{rows}, ...]"
+    )
+    assert isinstance(shape, list)
+    expect(math.prod(shape[1:]) == width, f"{name}: shape {shape}, expected {width} values per row")
+    data = output.get("data")
+    expect(isinstance(data, list), f"{name}: data is not a list")
+    assert isinstance(data, list)
+    return reshape(data, shape)
+
+
+def outputs_by_name(body: Any, *, model: str, request_id: str | None) -> dict[str, dict[str, Any]]:
+    """The `outputs` of a V2 infer answer keyed by name, after checking model name and id echo."""
+    expect(isinstance(body, dict), "answer is not a JSON object")
+    expect(body.get("model_name") == model, f"model_name {body.get('model_name')!r}, expected {model!r}")
+    if request_id is not None:
+        expect(body.get("id") == request_id, f"id {body.get('id')!r} does not echo {request_id!r}")
+    outputs = body.get("outputs")
+    expect(isinstance(outputs, list) and len(outputs) > 0, "answer has no outputs")
+    return {str(o.get("name")): o for o in outputs if isinstance(o, dict)}
+
+
+def check_classification_strings(
+    data: Sequence[Any], *, rows: int, labels: Sequence[str], top_k: int
+) -> None:
+    """V2 classification extension: per row up to top_k BYTES "score:index:label", best first."""
+    expect(len(data) % rows == 0 and len(data) // rows <= top_k, f"{len(data)} classes for {rows} rows")
+    per_row = len(data) // rows
+    expect(per_row >= 1, "no classes in the answer")
+    for r in range(rows):
+        scores: list[float] = []
+        for item in data[r * per_row : (r + 1) * per_row]:
+            expect(isinstance(item, str), f"class entry {item!r} is not a string")
+            parts = str(item).split(":", 2)
+            expect(len(parts) == 3, f"class entry {item!r} is not score:index:label")
+            score, index, label = float(parts[0]), int(parts[1]), parts[2]
+            expect(0 <= index < len(labels), f"class index {index} outside the {len(labels)} labels")
+            expect(label == labels[index], f"label {label!r} for index {index}, expected {labels[index]!r}")
+            expect(0.0 <= score <= 1.0, f"score {score} outside [0, 1]")
+            scores.append(score)
+        expect(scores == sorted(scores, reverse=True), f"row {r}: classes not best first: {scores}")
+
+
+def check_ranked_labels(instance: Any, *, labels: Sequence[str]) -> None:
+    """V1 classify: one instance's labels with probabilities, best first, labels known."""
+    pairs: list[tuple[str, float]] = []
+    if isinstance(instance, dict) and "labels" in instance:
+        # {"labels": [...], "probabilities"|"scores": [...]}
+        probs = instance.get("probabilities", instance.get("scores"))
+        expect(isinstance(probs, list), f"classification {instance!r} has no probabilities")
+        expect(len(probs) == len(instance["labels"]), "as many probabilities as labels")  # type: ignore[arg-type]
+        pairs = list(zip(instance["labels"], probs or [], strict=True))
+    elif isinstance(instance, list):
+        for item in instance:
+            expect(isinstance(item, dict), f"class entry {item!r} is not an object")
+            prob = item.get("probability", item.get("score"))
+            pairs.append((item.get("label"), prob))
+    else:
+        raise CheckError(f"classification {instance!r} is neither a list nor an object with labels")
+    expect(len(pairs) > 0, "empty classification")
+    for label, _ in pairs:
+        expect(label in labels, f"unknown label {label!r}")
+    probs = _numbers((p for _, p in pairs), "classify")
+    for p in probs:
+        expect(0.0 <= p <= 1.0, f"classify: probability {p} outside [0, 1]")
+    expect(probs == sorted(probs, reverse=True), f"classify: labels not best first: {probs}")
+
+
+def check_generated(body: Any, *, model: str) -> str:
+    """Generate answer: the model's name and a non-empty text_output; returns the text."""
+    expect(isinstance(body, dict), "answer is not a JSON object")
+    expect(body.get("model_name") == model, f"model_name {body.get('model_name')!r}, expected {model!r}")
+    text = body.get("text_output")
+    expect(isinstance(text, str) and text != "", f"text_output {text!r} is empty or missing")
+    return str(text)
+
+
+def parse_sse(payload: str) -> list[dict[str, Any]]:
+    """The JSON events of a server-sent-events body (`data: {json}` lines, blank-line separated)."""
+    events: list[dict[str, Any]] = []
+    for line in payload.splitlines():
+        if not line.startswith("data:"):
+            continue  # comments (": ping"), event:/id: fields, blank separators
+        raw = line[len("data:") :].strip()
+        try:
+            event = json.loads(raw)
+        except ValueError as exc:
+            raise CheckError(f"event {raw[:80]!r} is not JSON") from exc
+        expect(isinstance(event, dict), f"event {raw[:80]!r} is not a JSON object")
+        events.append(event)
+    return events
+
+
+def check_stream(payload: str, *, model: str) -> str:
+    """generate_stream: token events with text_output, a final one with finish_reason; the text."""
+    events = parse_sse(payload)
+    expect(len(events) >= 2, f"{len(events)} events, expected tokens and a final event")
+    for event in events:
+        expect("error" not in event, f"error event: {str(event.get('error'))[:120]}")
+        expect(event.get("model_name", model) == model, f"event for model {event.get('model_name')!r}")
+    expect(bool(events[-1].get("finish_reason")), "last event has no finish_reason")
+    for event in events[:-1]:
+        expect(event.get("finish_reason") in (None, ""), "finish_reason before the last event")
+    text = "".join(str(e.get("text_output") or "") for e in events)
+    expect(text != "", "the stream produced no text")
+    return text
+
+
+def png_size(payload: bytes) -> tuple[int, int]:
+    """(width, height) of a PNG from its IHDR chunk; CheckError when it is not a PNG."""
+    expect(payload[:8] == PNG_SIGNATURE, "answer is not a PNG")
+    expect(len(payload) >= 24 and payload[12:16] == b"IHDR", "PNG without an IHDR chunk")
+    width, height = struct.unpack(">II", payload[16:24])
+    expect(width > 0 and height > 0, f"PNG of size {width}x{height}")
+    return int(width), int(height)

@@ -1,0 +1,144 @@
+"""The Locust response checks catch wrong answers, not only wrong statuses."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import pytest
+
+from load.checks import (
+    CheckError,
+    check_classification_strings,
+    check_finite,
+    check_generated,
+    check_probability_rows,
+    check_ranked_labels,
+    check_stream,
+    check_v2_tensor,
+    outputs_by_name,
+    parse_sse,
+    png_size,
+)
+
+LABELS = ["setosa", "versicolor", "virginica"]
+
+
+def test_softmax_rows_must_sum_to_one() -> None:
+    check_probability_rows([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]], softmax=True, what="m")
+    with pytest.raises(CheckError, match="sums to"):
+        check_probability_rows([[0.2, 0.3, 0.4]], softmax=True, what="m")
+    check_probability_rows([[0.2, 0.3, 0.49995]], softmax=True, what="m")  # within 1e-4
+
+
+@pytest.mark.parametrize("bad", [-0.01, 1.01, float("nan"), "0.5", None, True])
+def test_probabilities_must_be_numbers_in_range(bad: object) -> None:
+    with pytest.raises(CheckError):
+        check_probability_rows([[bad]], softmax=False, what="m")  # type: ignore[list-item]
+
+
+def test_regression_values_must_be_finite() -> None:
+    assert check_finite([1.5, -300, 0], "m") == [1.5, -300.0, 0.0]
+    with pytest.raises(CheckError, match="not finite"):
+        check_finite([float("inf")], "m")
+
+
+def test_v2_tensor_shape_and_datatype() -> None:
+    out = {
+        "name": "probabilities",
+        "datatype": "FP32",
+        "shape": [2, 3],
+        "data": [0.1, 0.2, 0.7, 0.3, 0.3, 0.4],
+    }
+    assert check_v2_tensor(out, rows=2, width=3) == [[0.1, 0.2, 0.7], [0.3, 0.3, 0.4]]
+    with pytest.raises(CheckError, match="shape"):
+        check_v2_tensor(out, rows=3, width=3)
+    with pytest.raises(CheckError, match="values per row"):
+        check_v2_tensor(out, rows=2, width=2)
+    with pytest.raises(CheckError, match="elements"):
+        check_v2_tensor({**out, "data": [0.1, 0.2]}, rows=2, width=3)
+    with pytest.raises(CheckError, match="datatype"):
+        check_v2_tensor({**out, "datatype": "FP64"}, rows=2, width=3)
+
+
+def test_v2_answer_must_name_the_model_and_echo_the_id() -> None:
+    body = {"model_name": "iris-mlp", "id": "abc", "outputs": [{"name": "probabilities"}]}
+    assert set(outputs_by_name(body, model="iris-mlp", request_id="abc")) == {"probabilities"}
+    with pytest.raises(CheckError, match="model_name"):
+        outputs_by_name(body, model="digits-mlp", request_id="abc")
+    with pytest.raises(CheckError, match="echo"):
+        outputs_by_name(body, model="iris-mlp", request_id="xyz")
+    with pytest.raises(CheckError, match="no outputs"):
+        outputs_by_name({**body, "outputs": []}, model="iris-mlp", request_id=None)
+
+
+def test_classification_strings() -> None:
+    good = ["0.9:2:virginica", "0.08:1:versicolor", "0.7:0:setosa", "0.2:1:versicolor"]
+    check_classification_strings(good, rows=2, labels=LABELS, top_k=3)
+    cases = {
+        "expected": ["0.9:2:setosa", "0.1:1:versicolor"],  # label does not match its index
+        "best first": ["0.1:2:virginica", "0.9:1:versicolor"],
+        "outside \\[0, 1\\]": ["1.5:2:virginica", "0.1:1:versicolor"],
+        "outside the 3 labels": ["0.9:7:virginica", "0.1:1:versicolor"],
+        "score:index:label": ["0.9-virginica", "0.1:1:versicolor"],
+    }
+    for reason, data in cases.items():
+        with pytest.raises(CheckError, match=reason):
+            check_classification_strings(data, rows=1, labels=LABELS, top_k=3)
+    with pytest.raises(CheckError, match="classes for"):
+        check_classification_strings(good, rows=1, labels=LABELS, top_k=3)  # 4 > top_k
+
+
+def test_ranked_labels_in_both_shapes() -> None:
+    check_ranked_labels(
+        [{"label": "setosa", "probability": 0.8}, {"label": "virginica", "probability": 0.2}], labels=LABELS
+    )
+    check_ranked_labels({"labels": ["virginica", "setosa"], "probabilities": [0.6, 0.4]}, labels=LABELS)
+    with pytest.raises(CheckError, match="unknown label"):
+        check_ranked_labels([{"label": "rose", "probability": 0.8}], labels=LABELS)
+    with pytest.raises(CheckError, match="best first"):
+        check_ranked_labels({"labels": ["virginica", "setosa"], "probabilities": [0.4, 0.6]}, labels=LABELS)
+    with pytest.raises(CheckError, match="empty"):
+        check_ranked_labels([], labels=LABELS)
+
+
+def test_generated_text_must_be_non_empty() -> None:
+    assert check_generated({"model_name": "pydoc-gpt", "text_output": "x"}, model="pydoc-gpt") == "x"
+    with pytest.raises(CheckError, match="empty"):
+        check_generated({"model_name": "pydoc-gpt", "text_output": ""}, model="pydoc-gpt")
+    with pytest.raises(CheckError, match="model_name"):
+        check_generated({"model_name": "other", "text_output": "x"}, model="pydoc-gpt")
+
+
+def _sse(*events: dict[str, object]) -> str:
+    return "".join(f"data: {json.dumps(e)}\n\n" for e in events)
+
+
+def test_stream_needs_tokens_then_a_finish_reason() -> None:
+    good = _sse({"text_output": "ab"}, {"text_output": "c"}, {"text_output": "", "finish_reason": "length"})
+    assert check_stream(": ping\n\n" + good, model="pydoc-gpt") == "abc"
+    with pytest.raises(CheckError, match="finish_reason"):
+        check_stream(_sse({"text_output": "ab"}, {"text_output": "c"}), model="pydoc-gpt")
+    with pytest.raises(CheckError, match="no text"):
+        check_stream(_sse({"text_output": ""}, {"finish_reason": "stop"}), model="pydoc-gpt")
+    with pytest.raises(CheckError, match="error event"):
+        check_stream(
+            _sse({"text_output": "a"}, {"error": "boom", "finish_reason": "error"}), model="pydoc-gpt"
+        )
+    with pytest.raises(CheckError, match="not JSON"):
+        parse_sse("data: {oops\n\n")
+
+
+def _png(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk
+
+
+def test_png_size() -> None:
+    assert png_size(_png(32, 24)) == (32, 24)
+    with pytest.raises(CheckError, match="not a PNG"):
+        png_size(b"GIF89a....")
+    with pytest.raises(CheckError, match="size"):
+        png_size(_png(0, 24))
