@@ -1,0 +1,133 @@
+"""ONNX export with verification after EVERY export (fail loudly, never ship a silently wrong graph):
+every intended dynamic axis is a named dim_param, the full checker passes, and onnxruntime matches
+PyTorch (eval mode) at a batch size and sequence length that differ from the export example."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+from torch.export import Dim
+
+from training.evaluate import run_onnx
+
+OPSET = 18
+
+
+@dataclass
+class ExportSpec:
+    input_names: list[str]
+    output_names: list[str]
+    example: tuple[torch.Tensor, ...]  # traced/exported with these
+    check: tuple[torch.Tensor, ...]  # parity inputs: other batch size and sequence length
+    dynamic: dict[str, dict[int, str]]  # tensor name (inputs and outputs) -> {axis: dim_param}
+    tolerance: float = 1e-4
+    exporter: str = "dynamo"  # dynamo | legacy (nn.RNN loses its sequence axis under dynamo)
+    max_dims: dict[str, int] = field(default_factory=dict)  # dim_param -> largest allowed size
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def _dynamic_shapes(spec: ExportSpec) -> tuple[dict[int, Any], ...]:
+    dims: dict[str, Any] = {}
+    out = []
+    for name in spec.input_names:
+        axes = {}
+        for axis, dim_name in spec.dynamic.get(name, {}).items():
+            if dim_name not in dims:
+                dims[dim_name] = (
+                    Dim(dim_name, max=spec.max_dims[dim_name]) if dim_name in spec.max_dims else Dim(dim_name)
+                )
+            axes[axis] = dims[dim_name]
+        out.append(axes)
+    return tuple(out)
+
+
+def _export(module: nn.Module, spec: ExportSpec, path: Path) -> None:
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        # The exporters warn about deprecations and tracing internals; the checks below are what count.
+        warnings.simplefilter("ignore")
+        if spec.exporter == "legacy":
+            torch.onnx.export(
+                module, spec.example, str(path), dynamo=False, opset_version=OPSET,
+                input_names=spec.input_names, output_names=spec.output_names, dynamic_axes=spec.dynamic,
+            )  # fmt: skip
+        else:
+            torch._dynamo.reset()  # a previous export's cached specialisations must not leak in
+            torch.onnx.export(
+                module, spec.example, str(path), dynamo=True, opset_version=OPSET, external_data=False,
+                input_names=spec.input_names, output_names=spec.output_names,
+                dynamic_shapes=_dynamic_shapes(spec), verbose=False,
+            )  # fmt: skip
+
+
+def check_dim_params(model: onnx.ModelProto, dynamic: dict[str, dict[int, str]]) -> None:
+    tensors = {v.name: v for v in [*model.graph.input, *model.graph.output]}
+    for name, axes in dynamic.items():
+        if name not in tensors:
+            raise ExportError(f"graph has no input/output named {name!r}; it has {sorted(tensors)}")
+        dims = tensors[name].type.tensor_type.shape.dim
+        for axis, dim_name in axes.items():
+            got = dims[axis].dim_param or f"static {dims[axis].dim_value}"
+            if dims[axis].dim_param != dim_name:
+                raise ExportError(f"{name} axis {axis} should be dim_param {dim_name!r}, but it is {got}")
+
+
+def parity(module: nn.Module, spec: ExportSpec, path: Path) -> float:
+    """Max |onnxruntime - torch| over all outputs at the spec's check inputs."""
+    module.eval()
+    with torch.no_grad():
+        ref = module(*spec.check)
+    ref_list = list(ref) if isinstance(ref, tuple | list) else [ref]
+    got = run_onnx(path, {n: t.numpy() for n, t in zip(spec.input_names, spec.check, strict=True)})
+    diff = 0.0
+    for r, g in zip(ref_list, got, strict=True):
+        if r.shape != g.shape:
+            raise ExportError(f"onnxruntime output shape {g.shape} != torch {tuple(r.shape)}")
+        diff = max(diff, float(np.max(np.abs(r.numpy() - g))))
+    return diff
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export(module: nn.Module, spec: ExportSpec, path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Export, stamp metadata_props, verify; returns model.json's `onnx` record."""
+    module.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _export(module, spec, path)
+    model = onnx.load(str(path))
+    check_dim_params(model, spec.dynamic)
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    onnx.save(model, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    diff = parity(module, spec, path)
+    if not diff <= spec.tolerance:
+        raise ExportError(f"onnxruntime differs from torch by {diff:.3g} > {spec.tolerance:g}")
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return {
+        "opset": opset,
+        "exporter": spec.exporter,
+        "dynamic_axes": {n: [a[k] for k in sorted(a)] for n, a in spec.dynamic.items()},
+        "parity_max_abs_diff": diff,
+        "parity_check_shapes": {n: list(t.shape) for n, t in zip(spec.input_names, spec.check, strict=True)},
+        "export_example_shapes": {
+            n: list(t.shape) for n, t in zip(spec.input_names, spec.example, strict=True)
+        },
+    }

@@ -1,0 +1,164 @@
+"""Transformers from scratch (pre-LayerNorm, learned positions): encoder-only classifier, encoder-decoder
+and decoder-only language model. Written out rather than nn.Transformer so that every op exports to
+ONNX with dynamic batch and sequence axes (no fused fast paths)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+NEG = -1e9  # additive mask value: exp underflows to exactly 0 without inf - inf = NaN
+
+
+@dataclass
+class TransformerConfig:
+    d_model: int = 64
+    heads: int = 4
+    layers: int = 2  # per stack (encoder and decoder each, for seq2seq)
+    d_ff: int = 128
+    dropout: float = 0.1
+    max_len: int = 64  # positional table size = the longest sequence the graph takes
+    vocab: int = 0  # text models
+    n_inputs: int = 8  # classifier: features per step
+    n_classes: int = 10  # classifier
+    max_target_len: int = 16  # seq2seq decoder positions
+    pad_id: int = 0  # seq2seq source padding
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.heads = cfg.heads
+        self.q = nn.Linear(cfg.d_model, cfg.d_model)
+        self.kv = nn.Linear(cfg.d_model, 2 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        b, t, c = x.shape  # [B, T, C]
+        src = x if memory is None else memory  # [B, S, C]
+        s = src.shape[1]
+        q = self.q(x).view(b, t, self.heads, c // self.heads).transpose(1, 2)  # [B, h, T, hd]
+        k, v = self.kv(src).split(c, dim=2)
+        k = k.view(b, s, self.heads, c // self.heads).transpose(1, 2)  # [B, h, S, hd]
+        v = v.view(b, s, self.heads, c // self.heads).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / (c // self.heads) ** 0.5)  # [B, h, T, S]
+        if mask is not None:
+            att = att + mask  # additive, broadcast from [B|1, 1, T|1, S]
+        att = self.drop(F.softmax(att, dim=-1))
+        y = (att @ v).transpose(1, 2).reshape(b, t, c)  # [B, T, C]
+        return self.proj(y)
+
+
+class Block(nn.Module):
+    """Pre-LN block: self-attention, optional cross-attention, feed-forward; residual around each."""
+
+    def __init__(self, cfg: TransformerConfig, cross: bool = False) -> None:
+        super().__init__()
+        self.ln1, self.attn = nn.LayerNorm(cfg.d_model), Attention(cfg)
+        self.cross = Attention(cfg) if cross else None
+        self.ln_cross = nn.LayerNorm(cfg.d_model) if cross else None
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.ff = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.d_ff),
+            nn.GELU(),
+            nn.Linear(cfg.d_ff, cfg.d_model),
+            nn.Dropout(cfg.dropout),
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), mask=mask))  # [B, T, C]
+        if self.cross is not None and self.ln_cross is not None:
+            x = x + self.drop(self.cross(self.ln_cross(x), memory=memory, mask=memory_mask))
+        return x + self.ff(self.ln2(x))
+
+
+def causal_mask(t: int, device: torch.device) -> torch.Tensor:
+    """[1, 1, T, T] additive mask: position i sees positions <= i."""
+    pos = torch.arange(t, device=device)
+    keep = pos[None, :] <= pos[:, None]
+    return torch.where(keep, 0.0, NEG)[None, None]
+
+
+class TransformerClassifier(nn.Module):
+    """Encoder-only: each step (a row of 8 pixels) is a token; mean-pool, then a linear head."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Linear(cfg.n_inputs, cfg.d_model)
+        self.pos = nn.Parameter(torch.randn(cfg.max_len, cfg.d_model) * 0.02)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.ln = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        h = self.embed(x) + self.pos[:t]  # [B, T, 8] -> [B, T, C]
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.ln(h).mean(dim=1))  # [B, C] -> [B, classes]
+
+
+class GPT(nn.Module):
+    """Decoder-only character language model; logits for the next token at every position."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok = nn.Embedding(cfg.vocab, cfg.d_model)
+        self.pos = nn.Parameter(torch.randn(cfg.max_len, cfg.d_model) * 0.02)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.ln = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab, bias=False)
+        self.head.weight = self.tok.weight  # weight tying
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        t = input_ids.shape[1]
+        h = self.drop(self.tok(input_ids) + self.pos[:t])  # [B, T] -> [B, T, C]
+        mask = causal_mask(t, input_ids.device)
+        for block in self.blocks:
+            h = block(h, mask=mask)
+        return self.head(self.ln(h))  # [B, T, vocab]
+
+
+class Seq2Seq(nn.Module):
+    """Encoder-decoder: the decoder attends causally to itself and fully to the (unpadded) source."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok = nn.Embedding(cfg.vocab, cfg.d_model)
+        self.pos_src = nn.Parameter(torch.randn(cfg.max_len, cfg.d_model) * 0.02)
+        self.pos_tgt = nn.Parameter(torch.randn(cfg.max_target_len, cfg.d_model) * 0.02)
+        self.encoder = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.decoder = nn.ModuleList(Block(cfg, cross=True) for _ in range(cfg.layers))
+        self.ln_enc, self.ln_dec = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab, bias=False)
+        self.head.weight = self.tok.weight
+
+    def forward(self, encoder_input_ids: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        s, t = encoder_input_ids.shape[1], decoder_input_ids.shape[1]
+        src_mask = torch.where(encoder_input_ids == self.cfg.pad_id, NEG, 0.0)[:, None, None, :]  # [B,1,1,S]
+        mem = self.tok(encoder_input_ids) + self.pos_src[:s]  # [B, S, C]
+        for block in self.encoder:
+            mem = block(mem, mask=src_mask)
+        mem = self.ln_enc(mem)
+        h = self.tok(decoder_input_ids) + self.pos_tgt[:t]  # [B, T, C]
+        mask = causal_mask(t, decoder_input_ids.device)
+        for block in self.decoder:
+            h = block(h, mask=mask, memory=mem, memory_mask=src_mask)
+        return self.head(self.ln_dec(h))  # [B, T, vocab]

@@ -1,0 +1,116 @@
+"""The zoo: one entry per recap topic, and `build` = train -> export (verified) -> evaluate -> model.json."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training import plots
+from training.export import export, sha256
+from training.recipe import Context, Trained
+from training.recipes import tabular
+from training.train import TrainSettings
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    task: str
+    recap_topic: str
+    dataset: str
+    description: str
+    train: Callable[[Context], Trained]
+
+
+def _mlp(dataset: str, cfg: dict[str, Any], settings: TrainSettings, description: str) -> Callable[[Context], Trained]:
+    return lambda ctx: tabular.train_mlp(ctx, dataset, dict(cfg), TrainSettings(**vars(settings)), description)
+
+
+ZOO: list[Entry] = [
+    Entry(
+        "diabetes-linreg", "regression", "linear regression: MSE, mini-batch gradient descent",
+        "sklearn load_diabetes", "Disease progression one year after baseline from 10 raw clinical features.",
+        tabular.train_linreg,
+    ),
+    Entry(
+        "breast-cancer-mlp", "binary_classification",
+        "MLP: ReLU, batch norm, dropout, sigmoid output, binary cross-entropy", "sklearn load_breast_cancer",
+        "Malignant or benign from 30 raw cell-nucleus measurements; probabilities is P(benign).",
+        _mlp("breast_cancer", {"hidden": [32, 16], "activation": "relu", "dropout": 0.2, "batch_norm": True},
+             TrainSettings(epochs=150, batch_size=32, learning_rate=1e-3, loss="bce", weight_decay=1e-4),
+             "Malignant or benign from 30 raw cell-nucleus measurements; probabilities is P(benign)."),
+    ),
+    Entry(
+        "iris-mlp", "multiclass_classification",
+        "MLP: tanh, one-hot labels, softmax output, categorical cross-entropy", "sklearn load_iris",
+        "Iris species from 4 raw flower measurements (cm).",
+        _mlp("iris", {"hidden": [16], "activation": "tanh", "dropout": 0.0, "batch_norm": False},
+             TrainSettings(epochs=300, batch_size=16, learning_rate=1e-2, loss="cross_entropy"),
+             "Iris species from 4 raw flower measurements (cm)."),
+    ),
+    Entry(
+        "digits-mlp", "multiclass_classification",
+        "MLP: Leaky ReLU, dropout, softmax output, categorical cross-entropy", "sklearn load_digits",
+        "Handwritten digit 0-9 from 64 raw pixels (8x8, values 0..16, row-major).",
+        _mlp("digits", {"hidden": [128, 64], "activation": "leaky_relu", "dropout": 0.2, "batch_norm": False},
+             TrainSettings(epochs=100, batch_size=32, learning_rate=1e-3, loss="cross_entropy", weight_decay=1e-4),
+             "Handwritten digit 0-9 from 64 raw pixels (8x8, values 0..16, row-major)."),
+    ),
+]  # fmt: skip
+
+
+def entries() -> dict[str, Entry]:
+    return {e.name: e for e in ZOO}
+
+
+def _json(obj: Any, indent: int = 0) -> str:
+    """JSON with one key per line but lists of scalars kept on one line (test indices stay compact)."""
+    pad = "  " * (indent + 1)
+    if isinstance(obj, dict) and obj:
+        items = [f"{pad}{json.dumps(k)}: {_json(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
+    if isinstance(obj, list) and any(isinstance(v, dict | list) for v in obj):
+        return "[\n" + ",\n".join(pad + _json(v, indent + 1) for v in obj) + "\n" + "  " * indent + "]"
+    return json.dumps(obj)
+
+
+def build(name: str, output: Path, quick: bool = False, seed: int = 0) -> tuple[dict[str, Any], Trained]:
+    """Train one model from scratch and write models/<name>/1/{model.onnx, model.json, learning_curve.png}."""
+    entry = entries()[name]
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    trained = entry.train(Context(name, output, quick, seed))
+    folder = output / name / str(VERSION)
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = folder / "model.onnx"
+    labels = trained.manifest.get("labels")
+    description = trained.manifest.pop("description", entry.description)
+    metadata = {"name": name, "version": str(VERSION), "task": entry.task, "description": description,
+                "recap_topic": entry.recap_topic}  # fmt: skip
+    if labels is not None:
+        metadata["labels"] = json.dumps(labels)
+    onnx_record = export(trained.servable, trained.spec, onnx_path, metadata)
+    scores = trained.evaluate(onnx_path)
+    plots.learning_curve(trained.history, f"{name}: learning curve", folder / "learning_curve.png")
+    manifest: dict[str, Any] = {
+        "name": name, "version": VERSION, "task": entry.task, "description": description,
+        "recap_topic": entry.recap_topic, "dataset": entry.dataset,
+    }  # fmt: skip
+    manifest |= trained.manifest
+    manifest |= scores
+    manifest["training"] = {**manifest.get("training", {}), "quick": quick, "best_epoch": trained.history.best_epoch}
+    manifest["training"]["wall_time_s"] = round(time.perf_counter() - start, 1)
+    manifest["onnx"] = onnx_record
+    manifest["learning_curve"] = "learning_curve.png"
+    manifest["sha256"] = sha256(onnx_path)
+    (folder / "model.json").write_text(_json(manifest) + "\n")
+    return manifest, trained
