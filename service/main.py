@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 
 from service.api import docs, health, v1, v2
 from service.api.errors import install_handlers
+from service.api.infer import FastInferMiddleware, InferHandler
 from service.api.middleware import BodyLimitMiddleware
 from service.api.schemas import DOC_MODELS
 from service.api.state import AppState
@@ -80,6 +81,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(v2.build_router(state))
     app.include_router(v1.build_router(state))
     docs.install_docs(app)
+    # Outermost last: the body limit sees every request before the infer fast path.
+    app.add_middleware(FastInferMiddleware, handler=InferHandler(state))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

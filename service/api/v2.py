@@ -1,32 +1,28 @@
 """Open Inference Protocol V2 (KServe/Triton): server and model metadata, readiness, infer.
 
-The infer route is the hot path: a plain async route that reads the body, parses it by hand
-(`v2_codec`), runs the session inline (worker thread only for big batches) and returns orjson bytes.
+The infer endpoint is the hot path; it lives in `service.api.infer` (a pure ASGI fast path in
+front of FastAPI's routing) and the routes here declare it for /docs.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service.api import schemas
 from service.api.errors import error_response
+from service.api.infer import HEADER, InferHandler
 from service.api.state import AppState
-from service.api.v2_codec import decode_request, encode_response
-from service.errors import InternalError, InvalidInputError, RecapError
 from service.runtime.repository import PLATFORM, LoadedModel
 
 log = logging.getLogger(__name__)
 SERVER_NAME = "recap-serve"
-_HEADER = "inference-header-content-length"
 
 
 def _server_version() -> str:
@@ -69,8 +65,6 @@ def model_metadata(state: AppState, model: LoadedModel) -> dict[str, object]:
 def build_router(state: AppState) -> APIRouter:
     router = APIRouter(tags=["v2"])
     repository = state.repository
-    unknown = state.metrics.unknown
-    offload_rows = state.settings.offload_min_rows
     server = {"name": SERVER_NAME, "version": _server_version(), "extensions": state.extensions}
 
     errors: dict[int | str, dict[str, Any]] = {code: {"model": schemas.ErrorBody} for code in (400, 404)}
@@ -116,46 +110,17 @@ def build_router(state: AppState) -> APIRouter:
         "responses": {200: {"model": schemas.InferenceResponse}, 413: {"model": schemas.ErrorBody}, **errors},
     }
 
+    handler = InferHandler(state)
+
     async def infer(request: Request, model_name: str, model_version: str | None) -> Response:
-        start = time.perf_counter()
-        metrics = unknown
-        try:
-            model = repository.get(model_name, model_version)
-            metrics = model.metrics
-            model.require_session()
-            body = await request.body()
-            header = request.headers.get(_HEADER)
-            header_length = None
-            if header is not None:
-                if not header.isdigit():
-                    raise InvalidInputError(f"{_HEADER} must be a non-negative integer")
-                header_length = int(header)
-            decoded = decode_request(body, model, header_length)
-            if decoded.rows >= offload_rows:
-                results = await run_in_threadpool(
-                    model.run, decoded.feeds, decoded.output_names, checked=True
-                )
-            else:
-                results = model.run(decoded.feeds, decoded.output_names, checked=True)
-            content, json_length = encode_response(model, decoded, results)
-        except RecapError as error:
-            metrics.failure("v2", error.code)
-            raise
-        except Exception as error:
-            log.exception("unexpected error in V2 infer")
-            metrics.failure("v2", InternalError.code)
-            raise InternalError("internal server error") from error
-        finally:
-            children = metrics.protocols["v2"]
-            children.requests.inc()
-            children.duration.observe(time.perf_counter() - start)
-        if json_length is None:
-            return Response(content, media_type="application/json")
-        return Response(
-            content,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(json_length)},
+        # Normally answered by FastInferMiddleware before routing; this route documents the endpoint
+        # and serves any request the middleware passes on (e.g. under a mounted prefix).
+        status, content, headers = await handler.handle(
+            request.body, request.headers.get(HEADER), model_name, model_version
         )
+        response = Response(content, status_code=status)
+        response.headers.update({k.decode(): v.decode() for k, v in headers})
+        return response
 
     @router.post("/v2/models/{model_name}/infer", summary="Inference", **infer_docs)  # type: ignore[arg-type]
     async def infer_default(request: Request, model_name: str) -> Response:
