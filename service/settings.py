@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderName = Literal["cpu", "cuda", "tensorrt"]
@@ -73,8 +73,35 @@ class Settings(BaseSettings):
     strict_readiness: bool = Field(
         True, description="/v2/health/ready answers 200 only when every model version is ready."
     )
+    generate_max_tokens: int = Field(
+        512, ge=1, le=100_000, description="Cap on a generate request's max_tokens; larger asks get 400."
+    )
+    generate_default_max_tokens: int = Field(
+        64, ge=1, le=100_000, description="max_tokens of a generate request that sets none (<= the cap)."
+    )
+    generate_max_prompt_length: int = Field(
+        4096, ge=1, le=1_000_000, description="Longest text_input (characters) a generate request may send."
+    )
+    generate_max_streams: int = Field(
+        32,
+        ge=1,
+        le=100_000,
+        description="Concurrent generate_stream responses; one more is answered 429 until one ends.",
+    )
+    samples_max_count: int = Field(
+        256, ge=1, le=4096, description="Most images one GET .../samples.png may ask for (count)."
+    )
     access_log: bool = Field(False, description="Log every request (costs throughput).")
     log_level: LogLevel = Field("info", description="Logging level of the server.")
+
+    @model_validator(mode="after")
+    def _default_within_cap(self) -> Settings:
+        if self.generate_default_max_tokens > self.generate_max_tokens:
+            raise ValueError(
+                f"generate_default_max_tokens ({self.generate_default_max_tokens}) is over "
+                f"generate_max_tokens ({self.generate_max_tokens})"
+            )
+        return self
 
     @field_validator("providers")
     @classmethod
