@@ -48,6 +48,12 @@ class PayloadTooLargeError(RecapError):
     code = "payload_too_large"
 
 
+class OverloadedError(RecapError):
+    """A capacity limit (such as concurrent generation streams) is reached; retry later (429)."""
+
+    code = "overloaded"
+
+
 class InternalError(RecapError):
     """Anything unexpected: logged with its traceback, answered with an opaque 500."""
 

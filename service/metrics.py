@@ -71,6 +71,25 @@ class Metrics:
             ["model", "version"],
             registry=self.registry,
         )
+        # Generation (service.api.generate): tokens made, streams open and streams the client left.
+        self.generated_tokens = Counter(
+            "recap_generated_tokens",
+            "Tokens generated (one per model step) by the generate endpoints.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.active_streams = Gauge(
+            "recap_active_streams",
+            "generate_stream responses in progress.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.streams_cancelled = Counter(
+            "recap_streams_cancelled",
+            "generate_stream responses stopped early because the client disconnected.",
+            ["model"],
+            registry=self.registry,
+        )
         self.unknown = ModelMetrics(self, "", "")
 
     def for_model(self, model: str, version: str) -> ModelMetrics:

@@ -19,6 +19,7 @@ from service.errors import (
     InvalidInputError,
     ModelNotFoundError,
     ModelNotReadyError,
+    OverloadedError,
     PayloadTooLargeError,
     RecapError,
     UnsupportedError,
@@ -31,6 +32,7 @@ STATUS: dict[type[RecapError], int] = {
     UnsupportedError: 400,
     ModelNotFoundError: 404,
     PayloadTooLargeError: 413,
+    OverloadedError: 429,
     ModelNotReadyError: 503,
     InternalError: 500,
 }

@@ -220,6 +220,13 @@ def test_bad_prompts_fail_before_any_model_call(prompt: str, message: str) -> No
     assert recorder.feeds == []
 
 
+def test_seq2seq_decoder_limit_can_differ_from_the_encoder() -> None:
+    spec = {**manifest("seq2seq", max_len=10), "max_target_length": 3}
+    model = TextModel.from_manifest(copy_seq2seq(), spec)
+    result = model.prepare("abcd", params(max_tokens=20), max_prompt_length=100).run()
+    assert (result.text, result.finish_reason) == ("ab", "length")
+
+
 def test_seq2seq_source_longer_than_the_encoder_is_rejected() -> None:
     model = TextModel.from_manifest(copy_seq2seq(), manifest("seq2seq", max_len=4))
     with pytest.raises(InvalidInputError, match="encoder takes at most 4"):
