@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 PAYLOAD_DIR = Path(__file__).resolve().parent / "payloads"
+# RECAP_LOAD_PAYLOADS points the Locust users at another payload folder (same file format).
+PAYLOADS = Path(os.environ.get("RECAP_LOAD_PAYLOADS") or PAYLOAD_DIR)
 PROMPTS_FILE = "prompts.json"
 SOFTMAX_TASKS = {"multiclass_classification", "sequence_classification"}
 SIGMOID_TASKS = {"binary_classification", "discriminator"}
@@ -65,7 +68,7 @@ class Prompts:
     max_tokens: int
 
 
-def load_models(folder: Path = PAYLOAD_DIR) -> list[TabularModel]:
+def load_models(folder: Path = PAYLOADS) -> list[TabularModel]:
     models = []
     for path in sorted(folder.glob("*.json")):
         if path.name == PROMPTS_FILE:
@@ -85,7 +88,7 @@ def load_models(folder: Path = PAYLOAD_DIR) -> list[TabularModel]:
     return models
 
 
-def load_prompts(folder: Path = PAYLOAD_DIR) -> Prompts:
+def load_prompts(folder: Path = PAYLOADS) -> Prompts:
     raw = json.loads((folder / PROMPTS_FILE).read_text())
     return Prompts(
         by_model={k: list(v) for k, v in raw["prompts"].items()}, max_tokens=int(raw["max_tokens"])

@@ -121,9 +121,12 @@ def check_ranked_labels(instance: Any, *, labels: Sequence[str]) -> None:
         pairs = list(zip(instance["labels"], probs or [], strict=True))
     elif isinstance(instance, list):
         for item in instance:
-            expect(isinstance(item, dict), f"class entry {item!r} is not an object")
-            prob = item.get("probability", item.get("score"))
-            pairs.append((item.get("label"), prob))
+            if isinstance(item, list | tuple):  # [label, probability], the server's shape
+                expect(len(item) == 2, f"class entry {item!r} is not [label, probability]")
+                pairs.append((item[0], item[1]))
+            else:
+                expect(isinstance(item, dict), f"class entry {item!r} is neither a pair nor an object")
+                pairs.append((item.get("label"), item.get("probability", item.get("score"))))
     else:
         raise CheckError(f"classification {instance!r} is neither a list nor an object with labels")
     expect(len(pairs) > 0, "empty classification")

@@ -5,8 +5,9 @@
     locust -f load/locustfile.py --exclude-tags generation
 
 Tags: v2, infer, classification, v1, predict, classify, metadata, generation, generate, stream, gan.
-Environment: RECAP_LOAD_MAX_ROWS (rows per request, default 8), RECAP_LOAD_WAIT_MAX (seconds between a
-user's requests, default 0.05). See load/README.md for reading the results.
+Environment: RECAP_LOAD_MODELS (comma-separated models to hit; default all), RECAP_LOAD_MAX_ROWS (rows
+per request, default 8), RECAP_LOAD_WAIT_MAX (seconds between a user's requests, default 0.05),
+RECAP_LOAD_PAYLOADS (payload folder, default load/payloads). load/README.md explains the results.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ WAIT_MAX = float(os.environ.get("RECAP_LOAD_WAIT_MAX", "0.05"))
 TOP_K = 3
 GAN_MODEL = "digits-gan-generator"
 
-MODELS = load_models()
+# RECAP_LOAD_MODELS=a,b restricts every scenario to those models (default: every model with a payload).
+ONLY = {name for name in os.environ.get("RECAP_LOAD_MODELS", "").split(",") if name}
+MODELS = [m for m in load_models() if not ONLY or m.name in ONLY]
 CLASSIFIERS = [m for m in MODELS if m.is_classifier and m.labels]  # labels to check against
-PROMPTS = load_prompts()
+_PROMPTS = load_prompts()
+PROMPTS = {name: texts for name, texts in _PROMPTS.by_model.items() if not ONLY or name in ONLY}
 log = logging.getLogger("recap.load")
 
 
@@ -159,7 +163,7 @@ class RecapUser(FastHttpUser):
         rows = model.sample(self.rng, MAX_ROWS)
 
         def check(response: Any) -> None:
-            results = response.json().get("results", response.json().get("predictions"))
+            results = response.json().get("results")
             expect(isinstance(results, list), "answer has no results list")
             expect(len(results) == len(rows), f"{len(results)} results for {len(rows)} instances")
             for result in results:
@@ -226,13 +230,13 @@ class RecapUser(FastHttpUser):
         )
 
     def _generation_request(self) -> tuple[str, dict[str, Any]]:
-        model = self.rng.choice(sorted(PROMPTS.by_model))
+        model = self.rng.choice(sorted(PROMPTS))
         parameters = {
-            "max_tokens": PROMPTS.max_tokens,
+            "max_tokens": _PROMPTS.max_tokens,
             "temperature": 0.8,
             "seed": self.rng.randrange(1_000_000),
         }
-        return model, {"text_input": self.rng.choice(PROMPTS.by_model[model]), "parameters": parameters}
+        return model, {"text_input": self.rng.choice(PROMPTS[model]), "parameters": parameters}
 
 
 def _ignore(_: object) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-MODELS = REPO / "models"
+MODELS = Path(os.environ.get("RECAP_TEST_MODEL_REPOSITORY", REPO / "models"))  # dev override
 VENV_BIN = Path(sys.executable).parent
 SERVER_START_TIMEOUT = 120.0
 

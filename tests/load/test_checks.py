@@ -90,7 +90,12 @@ def test_classification_strings() -> None:
         check_classification_strings(good, rows=1, labels=LABELS, top_k=3)  # 4 > top_k
 
 
-def test_ranked_labels_in_both_shapes() -> None:
+def test_ranked_labels_in_every_shape() -> None:
+    check_ranked_labels([["virginica", 0.99], ["versicolor", 0.01], ["setosa", 0.0]], labels=LABELS)
+    with pytest.raises(CheckError, match="best first"):
+        check_ranked_labels([["virginica", 0.01], ["versicolor", 0.99]], labels=LABELS)
+    with pytest.raises(CheckError, match="label, probability"):
+        check_ranked_labels([["virginica", 0.01, 3]], labels=LABELS)
     check_ranked_labels(
         [{"label": "setosa", "probability": 0.8}, {"label": "virginica", "probability": 0.2}], labels=LABELS
     )
