@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from service.api import docs, health, v1, v2
+from service.api import docs, generate, health, samples, v1, v2
 from service.api.errors import install_handlers
 from service.api.infer import FastInferMiddleware, InferHandler
 from service.api.middleware import BodyLimitMiddleware
@@ -80,6 +80,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.build_router(state))
     app.include_router(v2.build_router(state))
     app.include_router(v1.build_router(state))
+    app.include_router(generate.build_router(state))
+    app.include_router(samples.build_router(state))
     docs.install_docs(app)
     # Outermost last: the body limit sees every request before the infer fast path.
     app.add_middleware(FastInferMiddleware, handler=InferHandler(state))

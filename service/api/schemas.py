@@ -108,7 +108,34 @@ class V1ModelStatus(BaseModel):
     model_version_status: list[V1VersionStatus]
 
 
-DOC_MODELS: tuple[type[BaseModel], ...] = (InferenceRequest, InferenceResponse, PredictRequest)
+class GenerateParameters(BaseModel):
+    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (capped by the server).")
+    temperature: float = Field(0.0, ge=0, description="0: greedy (argmax); higher: more random sampling.")
+    top_k: int = Field(0, ge=0, description="Sample only among the k most likely tokens; 0: no cut.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: smallest set with this much mass.")
+    seed: int | None = Field(None, ge=0, description="Same seed, same text; none: a fresh random seed.")
+    stop: str | list[str] | None = Field(None, description="Stop strings, cut from the output.")
+
+
+class GenerateRequest(BaseModel):
+    text_input: str = Field(description="The prompt (language model) or the source text (seq2seq).")
+    parameters: GenerateParameters | None = None
+
+
+class GenerateResponse(BaseModel):
+    model_name: str
+    model_version: str
+    text_output: str = Field(description="Generated text (streamed: this event's piece).")
+    finish_reason: str = Field(description='"length" (max_tokens), "stop" (a stop string) or "eos".')
+    tokens: int = Field(description="Model steps taken.")
+
+
+DOC_MODELS: tuple[type[BaseModel], ...] = (
+    InferenceRequest,
+    InferenceResponse,
+    PredictRequest,
+    GenerateRequest,
+)
 
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:

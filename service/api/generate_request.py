@@ -1,0 +1,104 @@
+"""The generate body, checked by hand: `{"text_input": "...", "parameters": {...}}` -> prompt + params.
+
+Every wrong type or value is an InvalidInputError that names the parameter, says what was expected and
+never echoes a long value back. Unknown parameters are refused (a typo such as "temprature" would
+otherwise silently fall back to greedy decoding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from service.errors import InvalidInputError
+from service.runtime.generation import GenerationParams
+from service.runtime.sampling import SamplingParams
+from service.settings import Settings
+
+PARAMETERS = ("max_tokens", "temperature", "top_k", "top_p", "seed", "stop")
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    text_input: str
+    params: GenerationParams
+
+
+_KINDS = {bool: "a boolean", str: "a string", list: "an array", dict: "an object"}
+
+
+def _kind(value: object) -> str:
+    """The JSON kind of a decoded value, with its article, for error messages."""
+    return "null" if value is None else _KINDS.get(type(value), "a number")
+
+
+def _integer(parameters: dict[str, Any], name: str, default: int | None) -> int | None:
+    value = parameters.get(name, default)
+    if value is None:
+        return default
+    # JSON 3.0 is a whole number; bool is an int subclass in Python and must not pass.
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    if type(value) is not int:
+        raise InvalidInputError(f"parameter {name!r} must be an integer, got {_kind(value)}")
+    return value
+
+
+def _number(parameters: dict[str, Any], name: str, default: float) -> float:
+    value = parameters.get(name, default)
+    if value is None:
+        return default
+    if type(value) not in (int, float):
+        raise InvalidInputError(f"parameter {name!r} must be a number, got {_kind(value)}")
+    return float(value)
+
+
+def _stop(parameters: dict[str, Any]) -> tuple[str, ...]:
+    value = parameters.get("stop")
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise InvalidInputError(f"parameter 'stop' must be a string or an array of strings, got {_kind(value)}")
+
+
+def parse_generate_request(document: object, settings: Settings) -> GenerateRequest:
+    """Check a decoded JSON body against the generate contract and the server's caps."""
+    if type(document) is not dict:
+        raise InvalidInputError(
+            f'the body must be a JSON object {{"text_input": "...", "parameters": {{...}}}}, '
+            f"got {_kind(document)}"
+        )
+    extra = sorted(set(document) - {"text_input", "parameters", "id"})
+    if extra:
+        raise InvalidInputError(
+            f"unknown field {extra[0][:32]!r}; the body takes 'text_input' and optional 'parameters'"
+        )
+    text = document.get("text_input")
+    if not isinstance(text, str):
+        raise InvalidInputError(f"'text_input' must be a string, got {_kind(text)}")
+    parameters = document.get("parameters") or {}
+    if type(parameters) is not dict:
+        raise InvalidInputError(f"'parameters' must be a JSON object, got {_kind(parameters)}")
+    unknown = sorted(set(parameters) - set(PARAMETERS))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown parameter {unknown[0][:32]!r}; expected some of {', '.join(PARAMETERS)}"
+        )
+    max_tokens = _integer(parameters, "max_tokens", settings.generate_default_max_tokens)
+    assert max_tokens is not None
+    if max_tokens > settings.generate_max_tokens:
+        raise InvalidInputError(
+            f"max_tokens {max_tokens} is over this server's cap of {settings.generate_max_tokens}"
+        )
+    sampling = SamplingParams(
+        temperature=_number(parameters, "temperature", 0.0),
+        top_k=_integer(parameters, "top_k", 0) or 0,
+        top_p=_number(parameters, "top_p", 1.0),
+        seed=_integer(parameters, "seed", None),
+    )
+    return GenerateRequest(
+        text, GenerationParams(max_tokens=max_tokens, stop=_stop(parameters), sampling=sampling)
+    )
