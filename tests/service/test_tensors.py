@@ -1,0 +1,97 @@
+"""service.runtime.tensors: V2 JSON and binary tensors <-> numpy, with their checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.errors import InvalidInputError
+from service.runtime.tensors import (
+    DATATYPES,
+    binary_to_numpy,
+    cast_for_model,
+    json_to_numpy,
+    numpy_to_binary,
+    numpy_to_json_data,
+)
+
+SAMPLES = {
+    "BOOL": [True, False, True, True],
+    "INT8": [-128, 0, 5, 127],
+    "INT16": [-32768, 1, 2, 32767],
+    "INT32": [-(2**31), 1, 2, 2**31 - 1],
+    "INT64": [-(2**63), 1, 2, 2**63 - 1],
+    "UINT8": [0, 1, 2, 255],
+    "UINT16": [0, 1, 2, 65535],
+    "UINT32": [0, 1, 2, 2**32 - 1],
+    "UINT64": [0, 1, 2, 2**64 - 1],
+    "FP16": [0.5, -1.0, 2.0, 65504.0],
+    "FP32": [0.1, -1.5, 3.0, 1e30],
+    "FP64": [0.1, -1.5, 3.0, 1e300],
+    "BYTES": ["a", "", "héllo", "z"],
+}
+
+
+@pytest.mark.parametrize("datatype", list(SAMPLES))
+def test_json_round_trip_every_datatype(datatype: str) -> None:
+    array = json_to_numpy("x", datatype, [2, 2], SAMPLES[datatype])
+    assert array.shape == (2, 2)
+    assert array.dtype == DATATYPES[datatype]
+    back = numpy_to_json_data(array)
+    assert list(back.tolist() if isinstance(back, np.ndarray) else back) == list(
+        np.array(SAMPLES[datatype], dtype=DATATYPES[datatype]).tolist()
+    )
+
+
+@pytest.mark.parametrize("datatype", list(SAMPLES))
+def test_binary_round_trip_every_datatype(datatype: str) -> None:
+    array = json_to_numpy("x", datatype, [4], SAMPLES[datatype])
+    raw = numpy_to_binary(array)
+    again = binary_to_numpy("x", datatype, [4], raw)
+    assert again.tolist() == array.tolist()
+
+
+def test_nested_data_follows_the_shape() -> None:
+    nested = json_to_numpy("x", "FP32", [2, 3], [[1, 2, 3], [4, 5, 6]])
+    flat = json_to_numpy("x", "FP32", [2, 3], [1, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(nested, flat)
+    with pytest.raises(InvalidInputError, match="level 1 has 2 values, expected 3"):
+        json_to_numpy("x", "FP32", [2, 3], [[1, 2, 3], [4, 5]])
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "fragment"),
+    [
+        ("FP32", [1.0, "2"], "must hold numbers, got string"),
+        ("FP32", [1.0, None], "got null"),
+        ("FP32", [1.0, True], "got boolean"),
+        ("FP32", [1e39, 1.0], "finite numbers"),
+        ("FP16", [70000.0, 1.0], "finite numbers"),
+        ("INT8", [1, 128], "must lie in [-128, 127]"),
+        ("UINT8", [-1, 2], "must lie in [0, 255]"),
+        ("INT64", [1, 2.5], "must hold integers, got number"),
+        ("BOOL", [1, 0], "must hold booleans, got integer"),
+        ("BYTES", ["a", 1], "must hold strings, got integer"),
+        ("FP32", [1.0], "needs 2 values, got 1"),
+        ("FLOAT", [1.0, 2.0], "unknown datatype"),
+    ],
+)
+def test_bad_json_tensors(datatype: str, data: list[object], fragment: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        json_to_numpy("x", datatype, [2], data)
+    assert fragment in info.value.message
+
+
+def test_binary_size_and_nan_checks() -> None:
+    with pytest.raises(InvalidInputError, match="needs 8 bytes"):
+        binary_to_numpy("x", "FP32", [2], b"\0" * 7)
+    with pytest.raises(InvalidInputError, match="finite"):
+        binary_to_numpy("x", "FP32", [1], np.array([np.nan], np.float32).tobytes())
+    with pytest.raises(InvalidInputError, match="length prefix"):
+        binary_to_numpy("x", "BYTES", [1], b"\1\0")
+
+
+def test_v1_values_cast_to_the_model_datatype() -> None:
+    assert cast_for_model("x", [[1, 2], [3, 4]], "FP32").dtype == np.float32
+    with pytest.raises(InvalidInputError, match="ragged"):
+        cast_for_model("x", [[1, 2], [3]], "FP32")
