@@ -1,0 +1,198 @@
+"""The monitoring profile, run natively: the compose `service` command and environment serve the zoo, a
+real Prometheus with the project's scrape config scrapes it, and every Grafana query is answered."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.compose import REPO, raw_services, substitute
+from tests.load.realserver import MODELS, Server, free_port, http_get, running_server, service_available, stop
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+DASHBOARD = REPO / "monitoring" / "grafana" / "dashboards" / "recap-serve.json"
+SCRAPE_CONFIG = REPO / "monitoring" / "prometheus.yml"
+RATE_QUERY = "sum(rate(recap_requests_total[15s]))"
+WAIT_FOR_DATA_S = 45.0
+
+
+def _post(url: str, body: dict[str, Any]) -> int:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def _traffic(url: str, stop_event: threading.Event) -> None:
+    """Good V2/V1 requests plus some wrong ones (a failure rate for the error panels)."""
+    good = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
+    bad = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [5.1, 3.5, 1.4]}]}
+    i = 0
+    while not stop_event.is_set():
+        _post(f"{url}/v2/models/iris-mlp/infer", bad if i % 10 == 0 else good)
+        _post(f"{url}/v1/models/iris-mlp:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]})
+        i += 1
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The compose `service`: its command and RECAP_* environment (host, port and repository local)."""
+    reason = service_available()
+    if reason:
+        pytest.skip(reason)
+    service = raw_services()["service"]
+    env = {key: substitute(str(value)) for key, value in service["environment"].items()}
+    env["RECAP_MODEL_REPOSITORY"] = str(MODELS)  # /models in the container (mounted read-only)
+    with running_server(tmp_path_factory.mktemp("server"), command=service["command"], env=env) as running:
+        stop_event = threading.Event()
+        thread = threading.Thread(target=_traffic, args=(running.url, stop_event), daemon=True)
+        thread.start()
+        try:
+            yield running
+        finally:
+            stop_event.set()
+            thread.join(timeout=10)
+
+
+def _query(prometheus: str, expr: str) -> dict[str, Any]:
+    url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    status, body = http_get(url)
+    answer: dict[str, Any] = json.loads(body)
+    assert status == 200 and answer["status"] == "success", f"{expr}: {answer}"
+    return answer
+
+
+@pytest.fixture(scope="module")
+def prometheus(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not Path(PROMETHEUS).is_file():
+        pytest.skip("prometheus is not installed (`make system-deps` installs Debian's package; CI does)")
+    work = tmp_path_factory.mktemp("prometheus")
+    port = free_port()
+    config = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    config["global"]["scrape_interval"] = "1s"
+    swap = {"service:8000": f"127.0.0.1:{server.port}", "localhost:9090": f"127.0.0.1:{port}"}
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            static["targets"] = [swap.get(t, t) for t in static["targets"]]
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    argv = [
+        PROMETHEUS,
+        f"--config.file={work / 'prometheus.yml'}",
+        f"--storage.tsdb.path={work / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    log = work / "prometheus.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, log.read_text()[-3000:]
+            try:
+                if http_get(f"{url}/-/ready", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "prometheus not ready:\n" + log.read_text()[-3000:]
+            time.sleep(0.25)
+        yield url
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def scraped(prometheus: str) -> str:
+    """Waits (bounded) until the request-rate query over the models returns a positive rate."""
+    deadline = time.monotonic() + WAIT_FOR_DATA_S
+    while True:
+        result = _query(prometheus, RATE_QUERY)["data"]["result"]
+        if result and float(result[0]["value"][1]) > 0:
+            return prometheus
+        assert time.monotonic() < deadline, f"no data for {RATE_QUERY} in {WAIT_FOR_DATA_S} s"
+        time.sleep(1)
+
+
+def _dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+def _grafana_to_promql(expr: str) -> str:
+    return expr.replace("$__rate_interval", "15s").replace("$model", ".*")
+
+
+def test_promtool_accepts_the_scrape_config() -> None:
+    if not Path(PROMTOOL).is_file():
+        pytest.skip("promtool is not installed (`make system-deps` installs Debian's prometheus; CI does)")
+    done = subprocess.run(
+        [PROMTOOL, "check", "config", str(SCRAPE_CONFIG)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_request_rate_over_the_models(scraped: str) -> None:
+    per_model = _query(scraped, "sum by (model) (rate(recap_requests_total[15s]))")["data"]["result"]
+    rates = {r["metric"].get("model"): float(r["value"][1]) for r in per_model}
+    assert rates.get("iris-mlp", 0) > 0, rates
+    up = _query(scraped, 'up{job="recap-serve"}')["data"]["result"]
+    assert [r["value"][1] for r in up] == ["1"]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_every_dashboard_query_runs(scraped: str) -> None:
+    """Valid PromQL once Grafana's variables are filled in, and data for each (the traffic has failures)."""
+    empty = [e for e in _dashboard_exprs() if not _query(scraped, _grafana_to_promql(e))["data"]["result"]]
+    assert not empty, f"dashboard queries without data: {empty}"
+
+
+@pytest.mark.e2e
+def test_dashboard_metrics_are_exported(server: Server) -> None:
+    time.sleep(0.5)  # some traffic, so labelled series exist
+    status, body = http_get(f"{server.url}/metrics")
+    assert status == 200
+    exported: set[str] = set()
+    for line in body.decode().splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            exported |= (
+                {name, *(f"{name}{s}" for s in ("_bucket", "_sum", "_count"))}
+                if kind == "histogram"
+                else {name}
+            )
+        elif line and not line.startswith("#"):
+            exported.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    used = {name for expr in _dashboard_exprs() for name in re.findall(r"\brecap_[a-z0-9_]+\b", expr)}
+    assert used, "the dashboard queries no recap_ metric"
+    assert used <= exported, f"dashboard metrics the server does not export: {sorted(used - exported)}"
+    template = json.loads(DASHBOARD.read_text())["templating"]["list"][0]["definition"]
+    assert re.findall(r"\brecap_[a-z0-9_]+\b", template)[0] in exported
+
+
+@pytest.mark.e2e
+def test_compose_healthcheck_passes_natively(server: Server) -> None:
+    test = raw_services()["service"]["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1] == "python"
+    code = test[3].replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
+    done = subprocess.run(["python3", "-c", code], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
