@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from service.errors import InvalidInputError
-from service.runtime.postprocess import class_scores, top_k_strings
+from service.runtime.postprocess import class_labels, class_scores, top_k_strings
 from service.runtime.repository import LoadedModel
 from service.runtime.session import check_input
 from service.runtime.tensors import (
@@ -183,7 +183,8 @@ def encode_response(
         datatype = model.require_session().output_by_name[requested.name].datatype
         if requested.classification:
             scores = class_scores(array, requested.name, model.task)
-            array = top_k_strings(scores, requested.classification, model.labels)
+            labels = class_labels(model.task, model.labels, model.tokenizer)
+            array = top_k_strings(scores, requested.classification, labels)
             datatype = "BYTES"
         entry: dict[str, Any] = {"name": requested.name, "datatype": datatype, "shape": list(array.shape)}
         if requested.binary:

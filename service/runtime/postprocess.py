@@ -3,24 +3,45 @@
 A binary classifier has one output column (P of labels[1], or its logit); for classification it is
 widened to two classes, [1 - p, p] or [0, logit] (softmax([0, l]) = [1 - sigmoid(l), sigmoid(l)]), so
 that class indices always match `labels`.
+
+A language model's logits are [batch, sequence, vocab]; its classes are the next token: the last
+position's logits, softmaxed, labelled with the tokenizer's vocabulary (the characters).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 BINARY_TASKS = frozenset({"binary_classification", "discriminator"})
+NEXT_TOKEN_TASKS = frozenset({"language_model"})
 
 
 def class_scores(array: np.ndarray, output_name: str, task: str | None) -> np.ndarray:
     """Scores over the classes along the last axis (binary single columns widened to two)."""
     if array.ndim == 0:
         array = array.reshape(1)
+    if task in NEXT_TOKEN_TASKS and array.ndim == 3:
+        last = array[:, -1, :].astype(np.float64)  # [batch, vocab]: the next token's logits
+        exp = np.exp(last - last.max(axis=-1, keepdims=True))
+        return exp / exp.sum(axis=-1, keepdims=True)
     if task in BINARY_TASKS and array.shape[-1] == 1:
         column = array.astype(np.float64)
         other = 1.0 - column if output_name == "probabilities" else np.zeros_like(column)
         return np.concatenate([other, column], axis=-1)
     return array
+
+
+def class_labels(
+    task: str | None, labels: list[str] | None, tokenizer: dict[str, Any] | None
+) -> list[str] | None:
+    """The class names: model.json's labels, or a text model's vocabulary (token id = index)."""
+    if labels is None and task in NEXT_TOKEN_TASKS and tokenizer is not None:
+        vocab = tokenizer.get("vocab")
+        if isinstance(vocab, list) and all(isinstance(token, str) for token in vocab):
+            return vocab
+    return labels
 
 
 def _label(index: int, labels: list[str] | None, classes: int) -> str | None:

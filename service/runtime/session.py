@@ -184,6 +184,8 @@ def check_input(
                     f"input {spec.name!r}: shape {list(shape)} does not fit the model's {spec.shape} "
                     f"(axis {axis} must be {want})"
                 )
+        elif want in SEQUENCE_AXES and got == 0:
+            raise InvalidInputError(f"input {spec.name!r}: the {want} is empty; expected at least one step")
         elif sequence_limit is not None and want in SEQUENCE_AXES and got > sequence_limit:
             raise InvalidInputError(
                 f"input {spec.name!r}: {want} length {got} is over the model's maximum of {sequence_limit}"
