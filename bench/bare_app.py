@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.responses import Response
 
-CONSTANT = b'{"model_name":"bare","outputs":[{"name":"probabilities","datatype":"FP32","shape":[1,1],"data":[0.5]}]}'
+CONSTANT = (
+    b'{"model_name":"bare","outputs":[{"name":"probabilities","datatype":"FP32","shape":[1,1],"data":[0.5]}]}'
+)
 
 app = FastAPI()
 

@@ -9,6 +9,7 @@ of the server with the whole repository loaded. Not a test: it prints figures (s
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -23,10 +24,15 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import onnx  # the dev install has it (the benchmark is a dev tool)
+from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "breast-cancer-mlp"
 FEATURES = 30
+# The same uvicorn settings as `python -m service` uses.
+UVICORN_FLAGS = ["--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
+UVICORN_FLAGS += ["--no-server-header", "--no-date-header"]
 
 
 def free_port() -> int:
@@ -49,13 +55,10 @@ def wait_for(url: str, timeout: float = 60.0) -> None:
 
 def stand_in_repository(folder: Path) -> Path:
     """A breast-cancer-shaped MLP (30 -> 64 -> 32 -> 1, sigmoid) when the zoo model is absent."""
-    import onnx  # the dev install has it; the serving install does not need it
-    from onnx import TensorProto, helper, numpy_helper
-
     rng = np.random.default_rng(0)
     sizes = [FEATURES, 64, 32, 1]
     nodes, weights, last = [], [], "input"
-    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         weights += [
             numpy_helper.from_array(rng.normal(size=(n_in, n_out)).astype(np.float32) / 5, f"W{i}"),
             numpy_helper.from_array(np.zeros(n_out, np.float32), f"B{i}"),
@@ -159,10 +162,7 @@ def main() -> int:
     results: dict[str, dict[str, float]] = {}
     try:
         port = free_port()
-        bare = start(
-            [python, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port)]
-            + ["--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
-        )
+        bare = start([python, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port), *UVICORN_FLAGS])
         try:
             wait_for(f"http://127.0.0.1:{port}/docs")
             run_wrk(f"http://127.0.0.1:{port}/v2/models/bare/infer", body_file, 2, args.connections)

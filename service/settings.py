@@ -29,10 +29,10 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    host: str = Field("127.0.0.1", min_length=1, description="Interface to listen on.")
-    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    host: str = Field(default="127.0.0.1", min_length=1, description="Interface to listen on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
     model_repository: Path = Field(
-        Path("models"),
+        default=Path("models"),
         description="Folder holding <model>/<version>/model.onnx (+ model.json); it must exist.",
     )
     providers: list[ProviderName] = Field(
@@ -41,58 +41,73 @@ class Settings(BaseSettings):
         description="onnxruntime execution providers in order of preference: cpu, cuda, tensorrt.",
     )
     strict_providers: bool = Field(
-        False,
+        default=False,
         description="A model whose session did not get every requested GPU provider is not ready "
         "(otherwise it falls back to the CPU and the fallback is logged once).",
     )
-    gpu_device_id: int = Field(0, ge=0, description="CUDA device for the cuda/tensorrt providers.")
+    gpu_device_id: int = Field(default=0, ge=0, description="CUDA device for the cuda/tensorrt providers.")
     intra_op_threads: int = Field(
-        1, ge=0, le=1024, description="onnxruntime threads inside one operator; 0: onnxruntime's default."
+        default=1,
+        ge=0,
+        le=1024,
+        description="onnxruntime threads inside one operator; 0: onnxruntime's default.",
     )
     inter_op_threads: int = Field(
-        1, ge=0, le=1024, description="onnxruntime threads across operators; 0: onnxruntime's default."
+        default=1,
+        ge=0,
+        le=1024,
+        description="onnxruntime threads across operators; 0: onnxruntime's default.",
     )
     graph_optimization_level: OptimizationLevel = Field(
-        "all", description="onnxruntime graph optimisation level: disabled, basic, extended or all."
+        default="all", description="onnxruntime graph optimisation level: disabled, basic, extended or all."
     )
     max_body_bytes: int = Field(
-        32 * 1024 * 1024,
+        default=32 * 1024 * 1024,
         ge=1024,
         le=2**31,
         description="Largest request body accepted; larger ones get 413 before they are read.",
     )
     max_batch_size: int = Field(
-        0, ge=0, description="Batch limit for models whose model.json sets none; 0: no limit."
+        default=0, ge=0, description="Batch limit for models whose model.json sets none; 0: no limit."
     )
     offload_min_rows: int = Field(
-        512,
+        default=512,
         ge=1,
         description="Batches of at least this many rows run in a worker thread instead of inline "
         "on the event loop (small batches are faster inline).",
     )
     strict_readiness: bool = Field(
-        True, description="/v2/health/ready answers 200 only when every model version is ready."
+        default=True, description="/v2/health/ready answers 200 only when every model version is ready."
     )
     generate_max_tokens: int = Field(
-        512, ge=1, le=100_000, description="Cap on a generate request's max_tokens; larger asks get 400."
+        default=512,
+        ge=1,
+        le=100_000,
+        description="Cap on a generate request's max_tokens; larger asks get 400.",
     )
     generate_default_max_tokens: int = Field(
-        64, ge=1, le=100_000, description="max_tokens of a generate request that sets none (<= the cap)."
+        default=64,
+        ge=1,
+        le=100_000,
+        description="max_tokens of a generate request that sets none (<= the cap).",
     )
     generate_max_prompt_length: int = Field(
-        4096, ge=1, le=1_000_000, description="Longest text_input (characters) a generate request may send."
+        default=4096,
+        ge=1,
+        le=1_000_000,
+        description="Longest text_input (characters) a generate request may send.",
     )
     generate_max_streams: int = Field(
-        32,
+        default=32,
         ge=1,
         le=100_000,
         description="Concurrent generate_stream responses; one more is answered 429 until one ends.",
     )
     samples_max_count: int = Field(
-        256, ge=1, le=4096, description="Most images one GET .../samples.png may ask for (count)."
+        default=256, ge=1, le=4096, description="Most images one GET .../samples.png may ask for (count)."
     )
-    access_log: bool = Field(False, description="Log every request (costs throughput).")
-    log_level: LogLevel = Field("info", description="Logging level of the server.")
+    access_log: bool = Field(default=False, description="Log every request (costs throughput).")
+    log_level: LogLevel = Field(default="info", description="Logging level of the server.")
 
     @model_validator(mode="after")
     def _default_within_cap(self) -> Settings:

@@ -48,12 +48,9 @@ def classifier(features: int, classes: int, seed: int = 0) -> onnx.ModelProto:
     nodes = [
         helper.make_node("MatMul", ["input", "W"], ["z"]),
         helper.make_node("Add", ["z", "B"], ["logits"]),
-        helper.make_node(
-            "Sigmoid" if classes == 1 else "Softmax",
-            ["logits"],
-            ["probabilities"],
-            **({} if classes == 1 else {"axis": -1}),
-        ),
+        helper.make_node("Sigmoid", ["logits"], ["probabilities"])
+        if classes == 1
+        else helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
     ]
     graph = helper.make_graph(
         nodes,
@@ -130,6 +127,7 @@ def write_model(
     root: Path,
     name: str,
     model: onnx.ModelProto | bytes,
+    *,
     version: int = 1,
     manifest: dict[str, Any] | None = None,
     with_sha: bool = True,

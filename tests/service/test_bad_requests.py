@@ -93,7 +93,14 @@ CASES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
     ("null-in-fp32", IRIS, body(tensor(data=[0.1, None, 0.3, 0.4])), {}, 400, "got null values"),
     ("bool-in-fp32", IRIS, body(tensor(data=[0.1, True, 0.3, 0.4])), {}, 400, "got boolean values"),
     ("fp32-overflow", IRIS, body(tensor(data=[1e39, 0, 0, 0])), {}, 400, "got a value out of range"),
-    ("ragged-nested", IRIS, body(tensor(shape=[2, 4], data=[[1, 2, 3, 4], [3]])), {}, 400, "does not follow shape"),
+    (
+        "ragged-nested",
+        IRIS,
+        body(tensor(shape=[2, 4], data=[[1, 2, 3, 4], [3]])),
+        {},
+        400,
+        "does not follow shape",
+    ),
     (
         "batch-over-limit",
         IRIS,
@@ -237,12 +244,9 @@ def test_the_table_is_big_enough() -> None:
     assert len({case[0] for case in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize(
-    ("path", "payload", "headers", "status", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
-)
-def test_bad_request(
-    limited: TestClient, path: str, payload: Any, headers: dict[str, str], status: int, fragment: str
-) -> None:
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_request(limited: TestClient, case: tuple[str, str, Any, dict[str, str], int, str]) -> None:
+    _, path, payload, headers, status, fragment = case
     content = payload if isinstance(payload, bytes) else orjson.dumps(payload)
     response = limited.post(path, content=content, headers={"Content-Type": "application/json", **headers})
     assert response.status_code == status, response.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,7 @@ from service.runtime.tensors import (
     numpy_to_json_data,
 )
 
-SAMPLES = {
+SAMPLES: dict[str, list[Any]] = {
     "BOOL": [True, False, True, True],
     "INT8": [-128, 0, 5, 127],
     "INT16": [-32768, 1, 2, 32767],

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -44,11 +46,11 @@ def test_model_metadata_and_readiness(client: TestClient) -> None:
     assert corrupt["ready"] is False and "INVALID_PROTOBUF" in corrupt["reason"]
 
 
-def infer(client: TestClient, model: str, body: dict[str, object], version: str | None = None) -> dict:  # type: ignore[type-arg]
+def infer(client: TestClient, model: str, body: dict[str, Any], version: str | None = None) -> dict[str, Any]:
     path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
     response = client.post(path, json=body)
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 @pytest.mark.parametrize("datatype", list(SAMPLES))
@@ -181,7 +183,7 @@ def test_body_limit_gives_413(repo_dir: Path) -> None:
         assert response.status_code == 413
         assert "over the limit of 1024" in response.json()["error"]
 
-        def chunks():  # type: ignore[no-untyped-def]
+        def chunks() -> Iterator[bytes]:
             yield b'{"inputs": ['
             yield b" " * 2000
             yield b"]}"

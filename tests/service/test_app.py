@@ -1,0 +1,96 @@
+"""App-level concerns: /metrics names and labels, offline /docs, the OpenAPI schema, settings, CLI."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+
+def test_metrics_names_and_labels(client: TestClient) -> None:
+    body = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": [0.1] * 8}]}
+    assert client.post("/v2/models/iris-like/versions/1/infer", json=body).status_code == 200
+    assert client.post("/v2/models/unknown-model/infer", json=body).status_code == 404
+    text = client.get("/metrics").text
+    labels = 'model="iris-like",protocol="v2",version="1"'
+    assert re.search(rf"recap_requests_total\{{{labels}\}} [1-9]", text)
+    assert re.search(rf"recap_request_duration_seconds_count\{{{labels}\}} [1-9]", text)
+    assert re.search(r'recap_inference_rows_total\{model="iris-like",version="1"\} [2-9]', text)
+    assert 'recap_inference_duration_seconds_bucket{le="1e-05",model="iris-like",version="1"}' in text
+    assert 'recap_model_ready{model="corrupt",version="1"} 0.0' in text
+    assert 'recap_model_ready{model="iris-like",version="1"} 1.0' in text
+    assert 'recap_request_failures_total{model="",protocol="v2",reason="model_not_found",version=""}' in text
+    assert "unknown-model" not in text  # client strings never become label values
+
+
+def test_docs_work_offline(client: TestClient) -> None:
+    page = client.get("/docs").text
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page) + re.findall(r"url: ?'([^']+)'", page)
+    assert urls
+    for url in urls:
+        assert not url.startswith(("http:", "https:", "//")), url
+        assert client.get(url).status_code == 200, url
+    assert (
+        client.get("/static/swagger-ui/swagger-ui-bundle.js")
+        .headers["content-type"]
+        .startswith(("application/javascript", "text/javascript"))
+    )
+
+
+def test_openapi_documents_the_hand_parsed_bodies(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    infer = schema["paths"]["/v2/models/{model_name}/infer"]["post"]
+    assert infer["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/InferenceRequest")
+    assert "InferenceRequest" in schema["components"]["schemas"]
+    assert "RequestInput" in schema["components"]["schemas"]
+    assert "/v1/models/{model_name}:predict" in schema["paths"]
+
+
+def test_settings_from_environment_and_rejects_impossible_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECAP_MODEL_REPOSITORY", str(tmp_path))
+    monkeypatch.setenv("RECAP_PROVIDERS", '["cuda", "cpu"]')
+    monkeypatch.setenv("RECAP_PORT", "9001")
+    settings = Settings()
+    assert settings.providers == ["cuda", "cpu"] and settings.port == 9001
+    bad: dict[str, Any]
+    for bad in (
+        {"port": 0},
+        {"port": 70000},
+        {"providers": []},
+        {"providers": ["cpu", "cpu"]},
+        {"providers": ["tpu"]},
+        {"intra_op_threads": -1},
+        {"max_body_bytes": 10},
+        {"model_repository": tmp_path / "missing"},
+        {"graph_optimization_level": "max"},
+    ):
+        with pytest.raises(ValidationError):
+            Settings(**bad)
+
+
+def test_cli_flags(tmp_path: Path) -> None:
+    settings = Settings(
+        _cli_parse_args=[  # type: ignore[call-arg]
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8123",
+            "--model-repository",
+            str(tmp_path),
+            "--providers",
+            '["cpu"]',
+            "--strict-providers",
+            "--intra-op-threads",
+            "2",
+        ]
+    )
+    assert (settings.host, settings.port, settings.model_repository) == ("0.0.0.0", 8123, tmp_path)
+    assert settings.strict_providers and settings.intra_op_threads == 2
