@@ -30,7 +30,7 @@ def session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def bigram_lm(table: np.ndarray) -> ort.InferenceSession:
+def bigram_lm_model(table: np.ndarray) -> onnx.ModelProto:
     """input_ids [batch, sequence] -> logits [batch, sequence, vocab] = table[input_ids]."""
     graph = helper.make_graph(
         [helper.make_node("Gather", ["table", "input_ids"], ["logits"], axis=0)],
@@ -39,10 +39,14 @@ def bigram_lm(table: np.ndarray) -> ort.InferenceSession:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence", V])],
         [helper.make_tensor("table", TensorProto.FLOAT, table.shape, table.astype(np.float32).ravel())],
     )
-    return session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def copy_seq2seq() -> ort.InferenceSession:
+def bigram_lm(table: np.ndarray) -> ort.InferenceSession:
+    return session(bigram_lm_model(table))
+
+
+def copy_seq2seq_model() -> onnx.ModelProto:
     """Decoder position j predicts source[j], then eos: a seq2seq that copies its input."""
     nodes = [
         helper.make_node("Shape", ["decoder_input_ids"], ["dec_shape"]),
@@ -68,7 +72,11 @@ def copy_seq2seq() -> ort.InferenceSession:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "target", V])],
         inits,
     )
-    return session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def copy_seq2seq() -> ort.InferenceSession:
+    return session(copy_seq2seq_model())
 
 
 class Recorder:
