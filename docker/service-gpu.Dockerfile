@@ -21,6 +21,7 @@ RUN pip install ".[gpu]" \
  && pip install --force-reinstall --no-deps "onnxruntime-gpu>=1.20" \
  && python -c "import onnxruntime as o; assert 'CUDAExecutionProvider' in o.get_available_providers(), o.get_available_providers()" \
  && python -c "import importlib.util as u, sys; sys.exit('torch in the service image' if u.find_spec('torch') else 0)" \
+ && python -m pip uninstall -y pip setuptools \
  && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
 FROM ${CUDA_IMAGE} AS runtime

@@ -13,6 +13,7 @@ COPY pyproject.toml README.md ./
 COPY service/ service/
 RUN pip install . \
  && python -c "import importlib.util as u, sys; sys.exit('torch in the service image' if u.find_spec('torch') else 0)" \
+ && python -m pip uninstall -y pip setuptools \
  && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -72,12 +72,11 @@ def build(name: str, source: Source, models: Path) -> dict[str, Any]:
     rows = data[np.sort(picked)].reshape((ROWS_PER_MODEL, *source.row_shape))
     manifest = _manifest(models, name)
     labels: list[str] = []
-    task, input_name, outputs = source.task, "input", [source.output]
+    task, input_name = source.task, "input"
     if manifest is not None:
         task = manifest.get("task", task)
         labels = [str(label) for label in manifest.get("labels") or []]
         input_name = manifest["inputs"][0]["name"]
-        outputs = [o["name"] for o in manifest["outputs"]]
     elif "classification" in task:
         labels = target_names
     return {
@@ -86,7 +85,6 @@ def build(name: str, source: Source, models: Path) -> dict[str, Any]:
         "source": f"sklearn.datasets.{source.loader}()" + (" (scaled=False)" if "diabetes" in name else ""),
         "labels": labels,
         "input": {"name": input_name, "datatype": "FP32", "row_shape": list(source.row_shape)},
-        "outputs": outputs,
         "check_output": source.output,
         "rows": rows.tolist(),
     }
