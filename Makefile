@@ -43,6 +43,11 @@ unit: install
 models: install
 	$(PY) -m training train --all --output models
 
+## bench: V2 JSON infer req/s on one pinned core vs a bare FastAPI endpoint (wrk: make system-deps)
+BENCH_ARGS ?=
+bench: install
+	$(PY) -m bench.bench $(BENCH_ARGS)
+
 ## system-deps: Debian packages some tests and benchmarks use (wrk, prometheus, docker-compose)
 system-deps:
 	apt-get update -qq
