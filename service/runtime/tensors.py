@@ -50,6 +50,8 @@ _ORT_TYPES = {
     "tensor(bfloat16)": "BF16",
 }
 
+# Largest finite value of the narrow float types (FP64 holds every JSON number orjson accepts).
+_FLOAT_LIMITS = {"FP16": float(np.finfo(np.float16).max), "FP32": float(np.finfo(np.float32).max)}
 _FLOAT_TYPES = {int, float}
 _INT_TYPES = {int}
 _BOOL_TYPES = {bool}
@@ -132,8 +134,8 @@ def json_to_numpy(name: str, datatype: str, shape: list[int], data: object) -> n
         if not kinds <= _FLOAT_TYPES:
             raise _wrong_elements(name, datatype, "numbers", kinds - _FLOAT_TYPES)
         # orjson never yields NaN/Infinity; what is left is a value past the float type's range.
-        if flat and kind == "f" and dtype.itemsize < 8:
-            limit = float(np.finfo(dtype).max)
+        limit = _FLOAT_LIMITS.get(datatype)
+        if flat and limit is not None:
             if max(flat) > limit or min(flat) < -limit:
                 raise InvalidInputError(
                     f"input {name!r}: {datatype} data must be finite numbers within +-{limit:.6g}; "
