@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from service.settings import Settings
+from tests.service.conftest import make_client
 
 
 def test_metrics_names_and_labels(client: TestClient) -> None:
@@ -94,3 +95,25 @@ def test_cli_flags(tmp_path: Path) -> None:
     )
     assert (settings.host, settings.port, settings.model_repository) == ("0.0.0.0", 8123, tmp_path)
     assert settings.strict_providers and settings.intra_op_threads == 2
+
+
+def test_unexpected_errors_are_logged_and_answered_opaquely(
+    repo_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with make_client(repo_dir) as fresh:
+        model = fresh.app.state.recap.repository.get("iris-like", "1")  # type: ignore[attr-defined]
+
+        def explode(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("secret internal detail /srv/path")
+
+        monkeypatch.setattr(model.session, "run", explode)
+        body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [0.1] * 4}]}
+        with caplog.at_level("ERROR"):
+            v2 = fresh.post("/v2/models/iris-like/versions/1/infer", json=body)
+            v1 = fresh.post("/v1/models/iris-like/versions/1:predict", json={"instances": [[0.1] * 4]})
+        for response in (v2, v1):
+            assert response.status_code == 500
+            assert response.json() == {"error": "internal server error"}
+        assert "secret internal detail" in caplog.text and "Traceback" in caplog.text
+        metrics = fresh.get("/metrics").text
+        assert 'protocol="v2",reason="internal",version="1"} 1.0' in metrics
