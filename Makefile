@@ -52,10 +52,15 @@ bench: install
 bench-generate: install
 	$(PY) -m bench.generate_bench $(BENCH_ARGS)
 
-## system-deps: Debian packages some tests and benchmarks use (wrk, prometheus, docker-compose)
+## system-deps: Debian packages some tests and benchmarks use (wrk, prometheus, docker-compose); idempotent
+SYSTEM_PACKAGES := wrk prometheus docker-compose
 system-deps:
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk prometheus docker-compose >/dev/null
+	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
+	  echo "system-deps: $(SYSTEM_PACKAGES) already installed"; \
+	else \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $(SYSTEM_PACKAGES) >/dev/null; \
+	fi
 
 ## load: Locust headless against a running server; CSV stats and the HTML report land in $(LOAD_REPORTS)/
 LOAD_HOST ?= http://$(HOST):$(PORT)
