@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.compose import REPO, raw_services, substitute
+from tests.deploy.compose import REPO, command_of, raw_services, substitute
 from tests.load.realserver import MODELS, Server, free_port, http_get, running_server, service_available, stop
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -92,12 +92,17 @@ def prometheus(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iter
         for static in job["static_configs"]:
             static["targets"] = [swap.get(t, t) for t in static["targets"]]
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    argv = [
-        PROMETHEUS,
-        f"--config.file={work / 'prometheus.yml'}",
-        f"--storage.tsdb.path={work / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
+    # The compose service's own flags, with its container paths swapped for temp ones.
+    paths = {
+        "/etc/prometheus/prometheus.yml": str(work / "prometheus.yml"),
+        "/prometheus": str(work / "data"),
+    }
+    flags = []
+    for flag in command_of("prometheus"):
+        name, _, value = flag.partition("=")
+        flags.append(f"{name}={paths.get(value, value)}")
+    assert any(f.startswith("--config.file=") for f in flags) and "/etc/" not in " ".join(flags)
+    argv = [PROMETHEUS, *flags, f"--web.listen-address=127.0.0.1:{port}"]
     log = work / "prometheus.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
