@@ -14,19 +14,23 @@ from service.settings import Settings
 from tests.service.conftest import make_client
 
 
-def test_metrics_names_and_labels(client: TestClient) -> None:
+def test_metrics_names_and_labels(repo_dir: Path) -> None:
     body = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": [0.1] * 8}]}
-    assert client.post("/v2/models/iris-like/versions/1/infer", json=body).status_code == 200
-    assert client.post("/v2/models/unknown-model/infer", json=body).status_code == 404
-    text = client.get("/metrics").text
+    with make_client(repo_dir) as client:  # a fresh app: exact counts
+        assert client.post("/v2/models/iris-like/versions/1/infer", json=body).status_code == 200
+        assert client.post("/v2/models/unknown-model/infer", json=body).status_code == 404
+        text = client.get("/metrics").text
     labels = 'model="iris-like",protocol="v2",version="1"'
-    assert re.search(rf"recap_requests_total\{{{labels}\}} [1-9]", text)
-    assert re.search(rf"recap_request_duration_seconds_count\{{{labels}\}} [1-9]", text)
-    assert re.search(r'recap_inference_rows_total\{model="iris-like",version="1"\} [2-9]', text)
+    assert f"recap_requests_total{{{labels}}} 1.0" in text
+    assert f"recap_request_duration_seconds_count{{{labels}}} 1.0" in text
+    assert 'recap_inference_rows_total{model="iris-like",version="1"} 2.0' in text
+    assert 'recap_inference_duration_seconds_count{model="iris-like",version="1"} 1.0' in text
     assert 'recap_inference_duration_seconds_bucket{le="1e-05",model="iris-like",version="1"}' in text
     assert 'recap_model_ready{model="corrupt",version="1"} 0.0' in text
     assert 'recap_model_ready{model="iris-like",version="1"} 1.0' in text
-    assert 'recap_request_failures_total{model="",protocol="v2",reason="model_not_found",version=""}' in text
+    unknown = 'recap_request_failures_total{model="",protocol="v2",reason="model_not_found",version=""} 1.0'
+    assert unknown in text
+    assert 'recap_requests_total{model="",protocol="v2",version=""} 1.0' in text
     assert "unknown-model" not in text  # client strings never become label values
 
 
