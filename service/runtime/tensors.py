@@ -135,12 +135,11 @@ def json_to_numpy(name: str, datatype: str, shape: list[int], data: object) -> n
             raise _wrong_elements(name, datatype, "numbers", kinds - _FLOAT_TYPES)
         # orjson never yields NaN/Infinity; what is left is a value past the float type's range.
         limit = _FLOAT_LIMITS.get(datatype)
-        if flat and limit is not None:
-            if max(flat) > limit or min(flat) < -limit:
-                raise InvalidInputError(
-                    f"input {name!r}: {datatype} data must be finite numbers within +-{limit:.6g}; "
-                    "got a value out of range"
-                )
+        if flat and limit is not None and (max(flat) > limit or min(flat) < -limit):
+            raise InvalidInputError(
+                f"input {name!r}: {datatype} data must be finite numbers within +-{limit:.6g}; "
+                "got a value out of range"
+            )
         array = np.array(flat, dtype=dtype)
     elif kind in "iu":
         if not kinds <= _INT_TYPES:
