@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy.compose import command_of
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 IMAGES = ["service.Dockerfile", "service-gpu.Dockerfile", "locust.Dockerfile"]
@@ -83,3 +85,16 @@ def test_images_run_the_commands_compose_gives() -> None:
         assert cmd == '["python", "-m", "service"]'
         env = " ".join(args for keyword, args in instructions(name) if keyword == "ENV")
         assert "RECAP_HOST=0.0.0.0" in env and "RECAP_MODEL_REPOSITORY=/models" in env
+
+
+def test_locust_image_layout_matches_the_compose_commands() -> None:
+    """compose runs `locust -f load/locustfile.py` in the image's WORKDIR, which must hold load/."""
+    steps = instructions("locust.Dockerfile")
+    workdir = [args for keyword, args in steps if keyword == "WORKDIR"][-1]
+    copies = [args.split() for keyword, args in steps if keyword == "COPY" and args.startswith("load/")]
+    assert copies == [["load/", f"{workdir}/load/"]]
+    env = " ".join(args for keyword, args in steps if keyword == "ENV")
+    assert f"PYTHONPATH={workdir}" in env, "the locustfile imports load.catalog and load.checks"
+    for service in ("locust-master", "locust-worker"):
+        command = command_of(service)
+        assert command[:3] == ["locust", "-f", "load/locustfile.py"], command
