@@ -26,6 +26,7 @@ from service.runtime.tensors import (
 )
 
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_NOT_SCORES = frozenset({"BYTES", "BOOL"})  # outputs that classification cannot rank
 
 
 @dataclass
@@ -162,6 +163,11 @@ def _requested_outputs(
             if type(classification) is not int or classification < 0:
                 raise InvalidInputError(
                     f"output {name!r}: 'classification' must be a positive integer (top k)"
+                )
+            datatype = session.output_by_name[name].datatype
+            if classification and datatype in _NOT_SCORES:
+                raise InvalidInputError(
+                    f"output {name!r}: classification needs numeric scores, the output is {datatype}"
                 )
             entry.classification = classification
             binary = params.get("binary_data", binary_default)

@@ -126,6 +126,17 @@ CASES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         400,
         "'classification' must be a positive integer",
     ),
+    (
+        "classify-text",
+        "/v2/models/identity-bytes/infer",
+        body(
+            tensor(shape=[1, 3], datatype="BYTES", data=["a", "b", "c"]),
+            outputs=[{"name": "output", "parameters": {"classification": 1}}],
+        ),
+        {},
+        400,
+        "classification needs numeric scores, the output is BYTES",
+    ),
     ("id-not-string", IRIS, body(id=42), {}, 400, "'id' must be a string"),
     ("parameters-not-object", IRIS, body(parameters=[1]), {}, 400, "'parameters' must be a JSON object"),
     (
