@@ -103,7 +103,7 @@ def test_monitoring_mounts_the_project_config(services: dict[str, Any]) -> None:
         0
     ]
     assert datasource["url"] == "http://prometheus:9090"
-    used = {p["datasource"]["uid"] for p in dashboard["panels"]}
+    used = {p["datasource"]["uid"] for p in dashboard["panels"] if p["type"] != "row"}
     assert used == {datasource["uid"]}, "every panel uses the provisioned datasource"
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home == "/var/lib/grafana/dashboards/recap-serve.json"
