@@ -24,7 +24,6 @@ from service.api.generate_request import parse_generate_request
 from service.api.state import AppState
 from service.api.v2_codec import parse_json
 from service.errors import InternalError, OverloadedError, RecapError, UnsupportedError
-from service.metrics import ModelMetrics
 from service.runtime.generation import FinishEvent, Generation, TextModel, TokenEvent
 from service.runtime.repository import LoadedModel
 
@@ -136,19 +135,19 @@ def build_router(state: AppState) -> APIRouter:
             parsed.text_input, parsed.params, max_prompt_length=settings.generate_max_prompt_length
         )
 
-    def lookup(name: str, version: str | None) -> tuple[LoadedModel | None, ModelMetrics]:
+    def lookup(name: str, version: str | None) -> LoadedModel:
+        """The model, or its 404 counted against the unknown model (labels stay bounded)."""
         try:
-            model = repository.get(name, version)
+            return repository.get(name, version)
         except RecapError as error:
             metrics.unknown.failure("generate", error.code)
             metrics.unknown.protocols["generate"].requests.inc()
             raise
-        return model, model.metrics
 
     async def generate(request: Request, model_name: str, model_version: str | None) -> Response:
         start = time.perf_counter()
-        model, model_metrics = lookup(model_name, model_version)
-        assert model is not None
+        model = lookup(model_name, model_version)
+        model_metrics = model.metrics
         children = model_metrics.protocols["generate"]
         try:
             generation = await prepare(request, model)
@@ -220,8 +219,8 @@ def build_router(state: AppState) -> APIRouter:
 
     async def generate_stream(request: Request, model_name: str, model_version: str | None) -> Response:
         start = time.perf_counter()
-        model, model_metrics = lookup(model_name, model_version)
-        assert model is not None
+        model = lookup(model_name, model_version)
+        model_metrics = model.metrics
         try:
             generation = await prepare(request, model)
             slot = slots.acquire()
