@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--output", default="models", help="model repository root (default: models)")
     train.add_argument("--quick", action="store_true", help="few epochs, same code path (tests)")
     train.add_argument("--seed", type=int, default=0)
-    rd = sub.add_parser("readme", help="print (or --write into README.md) the zoo table from model.json files")
+    rd = sub.add_parser(
+        "readme", help="print (or --write into README.md) the zoo table from model.json files"
+    )
     rd.add_argument("--models", default="models")
     rd.add_argument("--write", metavar="README", help="replace the zoo:start/zoo:end section of this file")
     args = parser.parse_args(argv)

@@ -103,9 +103,13 @@ def generator_scores(
     generator: Path, classifier: Path, n: int, seed: int, latent_dim: int
 ) -> dict[str, float]:
     """Sample `n` images from standard-normal noise (numpy seed) and score them with digits-mlp."""
+    return image_scores(generator_images(generator, n, seed, latent_dim), classifier)
+
+
+def generator_images(generator: Path, n: int, seed: int, latent_dim: int) -> np.ndarray:
     noise = np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
     (images,) = run_batched(generator, {"noise": noise})
-    return image_scores(images, classifier)
+    return images
 
 
 def image_scores(images: np.ndarray, classifier: Path) -> dict[str, float]:

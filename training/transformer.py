@@ -92,6 +92,16 @@ def causal_mask(t: int, device: torch.device) -> torch.Tensor:
     return torch.where(keep, 0.0, NEG)[None, None]
 
 
+def init_weights(module: nn.Module) -> None:
+    """GPT-2 initialisation: N(0, 0.02) weights, zero biases. PyTorch's default N(0, 1) embedding,
+    tied to the output head, would start with huge logits and learn very slowly."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear | nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
 class TransformerClassifier(nn.Module):
     """Encoder-only: each step (a row of 8 pixels) is a token; mean-pool, then a linear head."""
 
@@ -125,6 +135,7 @@ class GPT(nn.Module):
         self.ln = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab, bias=False)
         self.head.weight = self.tok.weight  # weight tying
+        init_weights(self)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         t = input_ids.shape[1]
@@ -149,6 +160,7 @@ class Seq2Seq(nn.Module):
         self.ln_enc, self.ln_dec = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab, bias=False)
         self.head.weight = self.tok.weight
+        init_weights(self)
 
     def forward(self, encoder_input_ids: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
         s, t = encoder_input_ids.shape[1], decoder_input_ids.shape[1]

@@ -15,8 +15,11 @@ import torch
 from training import plots
 from training.export import export, sha256
 from training.recipe import Context, Trained
-from training.recipes import tabular
+from training.models import RecurrentConfig
+from training.gan import GANConfig
+from training.recipes import gan, seq2seq, sequence, tabular, text
 from training.train import TrainSettings
+from training.transformer import TransformerConfig
 
 VERSION = 1
 
@@ -31,8 +34,12 @@ class Entry:
     train: Callable[[Context], Trained]
 
 
-def _mlp(dataset: str, cfg: dict[str, Any], settings: TrainSettings, description: str) -> Callable[[Context], Trained]:
-    return lambda ctx: tabular.train_mlp(ctx, dataset, dict(cfg), TrainSettings(**vars(settings)), description)
+def _mlp(
+    dataset: str, cfg: dict[str, Any], settings: TrainSettings, description: str
+) -> Callable[[Context], Trained]:
+    return lambda ctx: tabular.train_mlp(
+        ctx, dataset, dict(cfg), TrainSettings(**vars(settings)), description
+    )
 
 
 ZOO: list[Entry] = [
@@ -64,7 +71,63 @@ ZOO: list[Entry] = [
         _mlp("digits", {"hidden": [128, 64], "activation": "leaky_relu", "dropout": 0.2, "batch_norm": False},
              TrainSettings(epochs=100, batch_size=32, learning_rate=1e-3, loss="cross_entropy", weight_decay=1e-4),
              "Handwritten digit 0-9 from 64 raw pixels (8x8, values 0..16, row-major)."),
+    ),    *[
+        Entry(
+            f"digits-{cell}", "sequence_classification", topic, "sklearn load_digits (rows as a sequence)",
+            f"Handwritten digit 0-9 read row by row by a {title}: input [batch, rows, 8] raw pixels 0..16.",
+            partial(sequence.train_sequence, cfg=RecurrentConfig(cell=cell, hidden=hidden),
+                    settings=TrainSettings(epochs=epochs, batch_size=32, learning_rate=lr, loss="cross_entropy",
+                                           grad_clip=1.0)),
+        )
+        for cell, title, topic, hidden, epochs, lr in [
+            ("rnn", "simple (tanh) RNN", "RNN: recurrence over time steps, tanh cell", 64, 60, 2e-3),
+            ("lstm", "LSTM", "LSTM: gated memory cell", 64, 60, 2e-3),
+            ("gru", "GRU", "GRU: gated recurrent unit", 64, 60, 2e-3),
+        ]
+    ],
+    Entry(
+        "digits-transformer", "sequence_classification",
+        "Transformer, encoder-only: self-attention over the rows, mean pooling", "sklearn load_digits (rows as a sequence)",
+        "Handwritten digit 0-9 from an encoder-only Transformer over the rows: input [batch, rows, 8] raw pixels.",
+        partial(sequence.train_sequence, cfg=TransformerConfig(d_model=64, heads=4, layers=2, d_ff=128, dropout=0.1, max_len=8),
+                settings=TrainSettings(epochs=80, batch_size=32, learning_rate=2e-3, loss="cross_entropy",
+                                       optimizer="adamw", weight_decay=1e-2, schedule="cosine", grad_clip=1.0)),
+    ),    Entry(
+        "dates-seq2seq", "seq2seq",
+        "Transformer, encoder-decoder: cross-attention, teacher forcing, greedy decoding",
+        "dates generated with datetime (19 formats, 1950-2049)",
+        "Rewrites a human-written date (e.g. 'Tue, 5 Mar 2024', 'the 3rd of May 1999', '05.03.2024' day-first) "
+        "as an ISO date YYYY-MM-DD; decode greedily from bos until eos.",
+        partial(seq2seq.train_seq2seq, cfg=TransformerConfig(d_model=128, heads=4, layers=2, d_ff=256, dropout=0.1),
+                settings=TrainSettings(epochs=6, batch_size=128, learning_rate=1e-3, loss="cross_entropy",
+                                       optimizer="adamw", weight_decay=1e-2, schedule="cosine", grad_clip=1.0,
+                                       select="metric"),
+                n_train=40000),
     ),
+    Entry(
+        "pydoc-gpt", "language_model",
+        "Transformer, decoder-only: causal self-attention, language model trained on next-token cross-entropy",
+        "pydoc_data.topics (Python's built-in help texts)",
+        "Character-level GPT over Python's help texts; logits for the next character at every position.",
+        partial(text.train_gpt, cfg=TransformerConfig(d_model=128, heads=4, layers=4, d_ff=512, dropout=0.0, max_len=128),
+                settings=TrainSettings(epochs=15, batch_size=16, learning_rate=3e-3, loss="cross_entropy",
+                                       optimizer="adamw", weight_decay=0.1, schedule="cosine", grad_clip=1.0),
+                steps_per_epoch=100),
+    ),    *[
+        Entry(
+            f"digits-gan-{part}", part, "GAN: generator and discriminator trained adversarially (auxiliary-classifier GAN)",
+            "sklearn load_digits (training rows)", description,
+            partial(fn, cfg=GANConfig(), steps_per_epoch=200,
+                    settings=TrainSettings(epochs=25, batch_size=64, learning_rate=2e-4, loss="acgan", select="metric")),
+        )
+        for part, fn, description in [
+            ("generator", gan.train_generator,
+             "Draws 8x8 digits: noise [batch, 32] standard normal -> images [batch, 64] raw pixels 0..16 "
+             "(row-major); argmax(noise[:, :10]) picks the digit."),
+            ("discriminator", gan.train_discriminator,
+             "The GAN's critic: 64 raw pixels (0..16) -> probability that the image is a real digit."),
+        ]
+    ],
 ]  # fmt: skip
 
 
@@ -107,7 +170,11 @@ def build(name: str, output: Path, quick: bool = False, seed: int = 0) -> tuple[
     }  # fmt: skip
     manifest |= trained.manifest
     manifest |= scores
-    manifest["training"] = {**manifest.get("training", {}), "quick": quick, "best_epoch": trained.history.best_epoch}
+    manifest["training"] = {
+        **manifest.get("training", {}),
+        "quick": quick,
+        "best_epoch": trained.history.best_epoch,
+    }
     manifest["training"]["wall_time_s"] = round(time.perf_counter() - start, 1)
     manifest["onnx"] = onnx_record
     manifest["learning_curve"] = "learning_curve.png"

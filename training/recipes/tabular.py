@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,16 @@ def train_linreg(ctx: Context) -> Trained:
 
     model = LinearRegression(LinearConfig(x.shape[1]))
     settings = TrainSettings(
-        epochs=ctx.scale(300, 5), batch_size=32, learning_rate=0.01, loss="mse", optimizer="minibatch_gd"
+        epochs=ctx.scale(300, 5),
+        seed=ctx.seed,
+        batch_size=32,
+        learning_rate=0.01,
+        loss="mse",
+        optimizer="minibatch_gd",
     )
-    hist = fit_linear_gd(model.weight.data, model.bias.data, zy(split.train), zy(split.val), settings, ctx.name)
+    hist = fit_linear_gd(
+        model.weight.data, model.bias.data, zy(split.train), zy(split.val), settings, ctx.name
+    )
     servable = Servable(model, prep, "regression", target_scale=(y_mean, y_std)).eval()
 
     # Baseline: closed-form least squares on the same training rows.
@@ -51,7 +59,9 @@ def train_linreg(ctx: Context) -> Trained:
 
     def score(path: Path) -> dict[str, Any]:
         test = evaluate.regression_metrics(path, x[split.test], y_test)
-        return {"metrics": {"test": test, "baseline": {"name": "least squares (closed form)", "r2": float(ls_r2)}}}
+        return {
+            "metrics": {"test": test, "baseline": {"name": "least squares (closed form)", "r2": float(ls_r2)}}
+        }
 
     spec = ExportSpec(
         ["input"], ["prediction"], (tensor(x[:4]),), (tensor(x[split.test[:7]]),),
@@ -105,13 +115,21 @@ def classifier_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, binary: 
 
 
 def calibrated_scorer(
-    x_test: np.ndarray, y_test: np.ndarray, temperature: float, baseline: dict[str, Any], val_ece: dict[str, float]
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    temperature: float,
+    baseline: dict[str, Any],
+    val_ece: dict[str, float],
 ) -> Any:
     """model.onnx -> test metrics, baseline and the calibration record (ECE before/after on test)."""
 
     def score(path: Path) -> dict[str, Any]:
         m = evaluate.classifier_metrics(path, x_test, y_test, temperature)
-        calibration = {"temperature": temperature, "ece_before": m.pop("ece_before"), "ece_after": m.pop("ece_after")}
+        calibration = {
+            "temperature": temperature,
+            "ece_before": m.pop("ece_before"),
+            "ece_after": m.pop("ece_after"),
+        }
         calibration |= {"fitted_on": "validation split (NLL of logits / T)", "ece_bins": calibrate.ECE_BINS}
         calibration |= val_ece
         return {"metrics": {"test": m, "baseline": baseline}, "calibration": calibration}
@@ -128,7 +146,9 @@ def fit_calibration(logits: torch.Tensor, y: np.ndarray) -> tuple[float, dict[st
     }
 
 
-def train_mlp(ctx: Context, dataset: str, cfg: dict[str, Any], settings: TrainSettings, description: str) -> Trained:
+def train_mlp(
+    ctx: Context, dataset: str, cfg: dict[str, Any], settings: TrainSettings, description: str
+) -> Trained:
     data = load_tabular(dataset)
     assert data.labels is not None
     x, y = data.x, data.y
@@ -139,8 +159,7 @@ def train_mlp(ctx: Context, dataset: str, cfg: dict[str, Any], settings: TrainSe
     model = nn.Sequential(prep, net)
     xt, yt = tensor(x[split.train]), tensor(y[split.train])
     xv, yv = tensor(x[split.val]), tensor(y[split.val])
-    settings.epochs = ctx.scale(settings.epochs, 3)
-    settings.seed = ctx.seed
+    settings = replace(settings, epochs=ctx.scale(settings.epochs, 3), seed=ctx.seed)
     hist = fit(
         model, settings, lambda g: minibatches((xt, yt), settings.batch_size, g), classifier_loss(binary),
         lambda m: classifier_eval(m, xv, yv, binary), "val_accuracy", ctx.name, steps_per_epoch=-(-len(xt) // settings.batch_size),
@@ -156,7 +175,10 @@ def train_mlp(ctx: Context, dataset: str, cfg: dict[str, Any], settings: TrainSe
     manifest = {
         "description": description,
         "inputs": [tensor_spec("input", "FP32", [-1, x.shape[1]])],
-        "outputs": [tensor_spec("logits", "FP32", [-1, out_dim]), tensor_spec("probabilities", "FP32", [-1, out_dim])],
+        "outputs": [
+            tensor_spec("logits", "FP32", [-1, out_dim]),
+            tensor_spec("probabilities", "FP32", [-1, out_dim]),
+        ],
         "labels": data.labels,
         "feature_names": data.feature_names,
         "preprocessing": _prep_record(prep),
@@ -164,5 +186,7 @@ def train_mlp(ctx: Context, dataset: str, cfg: dict[str, Any], settings: TrainSe
         "split": split.describe(),
         "training": settings.record(),
     }
-    score = calibrated_scorer(x[split.test], y[split.test], temperature, logistic_baseline(x, y, split), val_ece)
+    score = calibrated_scorer(
+        x[split.test], y[split.test], temperature, logistic_baseline(x, y, split), val_ece
+    )
     return Trained(servable, spec, manifest, hist, score)
