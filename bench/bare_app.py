@@ -9,7 +9,8 @@ CONSTANT = (
     b'{"model_name":"bare","outputs":[{"name":"probabilities","datatype":"FP32","shape":[1,1],"data":[0.5]}]}'
 )
 
-app = FastAPI()
+# Same FastAPI settings as recap-serve where they cost per request (no OpenTelemetry hooks).
+app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False})
 
 
 @app.post("/v2/models/{model_name}/infer")

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.telemetry import TelemetryConfig
 
 from service.api import docs, generate, health, samples, v1, v2
 from service.api.errors import install_handlers
@@ -22,6 +23,7 @@ from service.runtime.session import SessionConfig
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def session_config(settings: Settings) -> SessionConfig:
@@ -74,6 +76,9 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # Our own Prometheus metrics cover requests; FastAPI's OpenTelemetry hooks would cost every
+        # request a few environment/provider look-ups (measured with py-spy: ~5 % of a V2 infer).
+        telemetry=NO_TELEMETRY,
     )
     app.state.recap = state
     install_handlers(app)
