@@ -22,10 +22,10 @@ from tests.e2e.generate_support import (
     reference_seq2seq_greedy,
     require_models,
     session,
-    start_server,
     stream_events,
+    zoo_server,
 )
-from tests.load.realserver import Server
+from tests.e2e.server import RunningServer
 from training.dates import examples, split_days
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -33,13 +33,13 @@ PROMPTS = ("The ", "def f(x):\n    return", "Class instances")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     require_models(GPT)
-    yield from start_server(tmp_path_factory)
+    yield from zoo_server(tmp_path_factory)
 
 
 @pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
+def client(server: RunningServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as http:
         yield http
 
@@ -140,7 +140,7 @@ def test_next_token_top_k_equals_softmax_of_onnxruntime_logits(client: httpx.Cli
             assert float(score) == pytest.approx(probs[row, token], rel=1e-5, abs=1e-7)
 
 
-def test_disconnecting_a_stream_stops_its_generation(client: httpx.Client, server: Server) -> None:
+def test_disconnecting_a_stream_stops_its_generation(client: httpx.Client, server: RunningServer) -> None:
     require_models(GPT)
     labels = {"model": GPT, "version": "1"}
     cancelled_before = metric(client, "recap_streams_cancelled_total", model=GPT)
@@ -166,7 +166,7 @@ def test_disconnecting_a_stream_stops_its_generation(client: httpx.Client, serve
     assert metric(client, "recap_generated_tokens_total", **labels) - tokens_before == spent
 
 
-def test_stream_cap_answers_429_and_frees_its_slots(client: httpx.Client, server: Server) -> None:
+def test_stream_cap_answers_429_and_frees_its_slots(client: httpx.Client, server: RunningServer) -> None:
     require_models(GPT)
     body = {"text_input": "The ", "parameters": {"max_tokens": 4000, "temperature": 1.0, "seed": 3}}
     with httpx.Client(base_url=server.url, timeout=60) as holder:
@@ -200,7 +200,7 @@ def _held_out_dates(n: int) -> list[tuple[str, str]]:
     return examples(days, n, seed=int(split.get("examples_seed", 1234)))
 
 
-def test_dates_seq2seq_gets_at_least_98_of_100_held_out_dates(server: Server) -> None:
+def test_dates_seq2seq_gets_at_least_98_of_100_held_out_dates(server: RunningServer) -> None:
     require_models(DATES)
     pairs = _held_out_dates(100)
     assert len(pairs) == 100

@@ -19,9 +19,9 @@ from tests.e2e.generate_support import (
     manifest,
     reference_lm_greedy,
     require_models,
-    start_server,
+    zoo_server,
 )
-from tests.load.realserver import Server
+from tests.e2e.server import RunningServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 HUGE = "x" * 100_000
@@ -94,13 +94,13 @@ def sequence_body(length: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     require_models()
-    yield from start_server(tmp_path_factory)
+    yield from zoo_server(tmp_path_factory)
 
 
 @pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
+def client(server: RunningServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as http:
         yield http
 
@@ -141,7 +141,9 @@ def test_sequences_the_classifiers_cannot_take(client: httpx.Client, name: str) 
     assert f"over the model's maximum of {limit}" in long.json()["error"]
 
 
-def test_good_requests_still_answer_right_after_the_table(client: httpx.Client, server: Server) -> None:
+def test_good_requests_still_answer_right_after_the_table(
+    client: httpx.Client, server: RunningServer
+) -> None:
     require_models(GPT)
     assert server.process.poll() is None
     assert client.get("/v2/health/live").status_code == 200
@@ -151,5 +153,5 @@ def test_good_requests_still_answer_right_after_the_table(client: httpx.Client, 
     with client.stream("POST", f"/v2/models/{GPT}/generate_stream", json=gen(max_tokens=5)) as response:
         assert response.status_code == 200
         assert len([line for line in response.iter_lines() if line]) == 6
-    bad_log = server.log_tail(200_000)
+    bad_log = server.log()
     assert "Traceback" not in bad_log, bad_log[-2000:]

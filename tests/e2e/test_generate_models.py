@@ -19,22 +19,22 @@ from tests.e2e.generate_support import (
     manifest,
     require_models,
     session,
-    start_server,
+    zoo_server,
 )
-from tests.load.realserver import Server
+from tests.e2e.server import RunningServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SCALE, GUTTER = 8, 4  # the endpoint's defaults
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     require_models()
-    yield from start_server(tmp_path_factory)
+    yield from zoo_server(tmp_path_factory)
 
 
 @pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
+def client(server: RunningServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as http:
         yield http
 
