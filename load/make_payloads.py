@@ -31,6 +31,7 @@ class Source:
     task: str  # design.md task name, used when model.json is absent
     row_shape: tuple[int, ...]  # one instance's shape, after the batch axis
     output: str  # the output the check reads
+    labels: tuple[str, ...] = ()  # used when model.json is absent and the dataset has no class names
 
 
 SOURCES: dict[str, Source] = {
@@ -42,7 +43,10 @@ SOURCES: dict[str, Source] = {
     "digits-lstm": Source("load_digits", "sequence_classification", (8, 8), "probabilities"),
     "digits-gru": Source("load_digits", "sequence_classification", (8, 8), "probabilities"),
     "digits-transformer": Source("load_digits", "sequence_classification", (8, 8), "probabilities"),
-    "digits-gan-discriminator": Source("load_digits", "discriminator", (64,), "probabilities"),
+    # P is of labels[1]: a real digit (training/recipes/gan.py writes these labels).
+    "digits-gan-discriminator": Source(
+        "load_digits", "discriminator", (64,), "probabilities", labels=("generated", "real")
+    ),
 }
 
 
@@ -77,6 +81,8 @@ def build(name: str, source: Source, models: Path) -> dict[str, Any]:
         task = manifest.get("task", task)
         labels = [str(label) for label in manifest.get("labels") or []]
         input_name = manifest["inputs"][0]["name"]
+    elif source.labels:
+        labels = list(source.labels)
     elif "classification" in task:
         labels = target_names
     return {
