@@ -95,10 +95,15 @@ class RecurrentClassifier(nn.Module):
 class Standardize(nn.Module):
     """(x - mean) / std with the training split's statistics, so clients send raw features."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", mean.float().clone())
-        self.register_buffer("std", std.float().clamp_min(1e-6).clone())
+        # A feature constant in training (e.g. an always-blank corner pixel) keeps scale 1, as
+        # scikit-learn's StandardScaler does, instead of blowing up any non-zero value a client sends.
+        self.register_buffer("std", torch.where(std.float() < 1e-6, 1.0, std.float()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

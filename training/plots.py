@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from training.train import History  # noqa: E402
+from training.train import History
 
 
 def learning_curve(hist: History, title: str, path: Path) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import string
 import unicodedata
 from dataclasses import dataclass, field
+from pydoc_data.topics import topics
 from typing import Any
 
 import numpy as np
@@ -67,7 +67,7 @@ def gpt_tokenizer() -> CharTokenizer:
 
 
 def normalize(text: str) -> str:
-    """Fold typographic punctuation to ASCII and strip accents; what is left outside ASCII becomes unk."""
+    """Fold typographic punctuation to ASCII and strip accents; other non-ASCII characters are dropped."""
     text = "".join(_FOLD.get(ch, ch) for ch in text)
     return (
         unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
@@ -91,8 +91,6 @@ def pydoc_corpus(every: int = 10) -> Corpus:
     Topic k (0-based, in sorted key order) goes to test when k % every == 0, to validation when
     k % every == 5, else to training. Topics are joined with a blank line.
     """
-    from pydoc_data.topics import topics
-
     keys = sorted(topics)
     parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     names: dict[str, list[str]] = {"val": [], "test": []}
@@ -107,13 +105,4 @@ def pydoc_corpus(every: int = 10) -> Corpus:
 
 def corpus_from_topics(keys: list[str]) -> str:
     """Re-create a held-out text from its recorded topic keys (what tests use)."""
-    from pydoc_data.topics import topics
-
     return "\n\n".join(normalize(topics[k]) for k in keys)
-
-
-def printable_chars() -> str:
-    return "".join(PRINTABLE[1:]) + "\n"
-
-
-assert set(string.printable) - set("\t\r\x0b\x0c") <= set(PRINTABLE)

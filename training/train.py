@@ -73,6 +73,7 @@ def _optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
 def fit(
     model: nn.Module,
     settings: TrainSettings,
+    *,
     batches: Callable[[torch.Generator], Iterator[Batch]],
     loss_fn: Callable[[nn.Module, Batch], torch.Tensor],
     evaluate: Callable[[nn.Module], tuple[float, float]],
@@ -118,6 +119,12 @@ def fit(
         score = -val_loss if settings.select == "loss" else val_metric
         if score > best_score:
             best_score, best_state, hist.best_epoch = score, copy.deepcopy(model.state_dict()), epoch
+        if bar.disable:  # no progress bar (not a TTY): one line per epoch keeps logs informative
+            print(
+                f"{desc} epoch {epoch + 1}/{settings.epochs}: loss {hist.train_loss[-1]:.4f} "
+                f"val {val_loss:.4f} {metric_name} {val_metric:.4f}",
+                flush=True,
+            )
         bar.set_postfix(
             loss=f"{hist.train_loss[-1]:.4f}", val=f"{val_loss:.4f}", **{metric_name: f"{val_metric:.4f}"}
         )
@@ -129,6 +136,7 @@ def fit(
 def fit_linear_gd(
     weight: torch.Tensor,
     bias: torch.Tensor,
+    *,
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
     settings: TrainSettings,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
+from torch.nn import functional
 
 NEG = -1e9  # additive mask value: exp underflows to exactly 0 without inf - inf = NaN
 
@@ -50,7 +50,7 @@ class Attention(nn.Module):
         att = (q @ k.transpose(-2, -1)) * (1.0 / (c // self.heads) ** 0.5)  # [B, h, T, S]
         if mask is not None:
             att = att + mask  # additive, broadcast from [B|1, 1, T|1, S]
-        att = self.drop(F.softmax(att, dim=-1))
+        att = self.drop(functional.softmax(att, dim=-1))
         y = (att @ v).transpose(1, 2).reshape(b, t, c)  # [B, T, C]
         return self.proj(y)
 
@@ -163,12 +163,20 @@ class Seq2Seq(nn.Module):
         init_weights(self)
 
     def forward(self, encoder_input_ids: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
-        s, t = encoder_input_ids.shape[1], decoder_input_ids.shape[1]
+        return self.decode(decoder_input_ids, *self.encode(encoder_input_ids))  # [B, T, vocab]
+
+    def encode(self, encoder_input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = encoder_input_ids.shape[1]
         src_mask = torch.where(encoder_input_ids == self.cfg.pad_id, NEG, 0.0)[:, None, None, :]  # [B,1,1,S]
         mem = self.tok(encoder_input_ids) + self.pos_src[:s]  # [B, S, C]
         for block in self.encoder:
             mem = block(mem, mask=src_mask)
-        mem = self.ln_enc(mem)
+        return self.ln_enc(mem), src_mask
+
+    def decode(
+        self, decoder_input_ids: torch.Tensor, mem: torch.Tensor, src_mask: torch.Tensor
+    ) -> torch.Tensor:
+        t = decoder_input_ids.shape[1]
         h = self.tok(decoder_input_ids) + self.pos_tgt[:t]  # [B, T, C]
         mask = causal_mask(t, decoder_input_ids.device)
         for block in self.decoder:

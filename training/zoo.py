@@ -14,9 +14,9 @@ import torch
 
 from training import plots
 from training.export import export, sha256
-from training.recipe import Context, Trained
-from training.models import RecurrentConfig
 from training.gan import GANConfig
+from training.models import RecurrentConfig
+from training.recipe import Context, Trained
 from training.recipes import gan, seq2seq, sequence, tabular, text
 from training.train import TrainSettings
 from training.transformer import TransformerConfig
@@ -34,101 +34,174 @@ class Entry:
     train: Callable[[Context], Trained]
 
 
+def _settings(**kw: Any) -> TrainSettings:
+    return TrainSettings(**({"loss": "cross_entropy"} | kw))
+
+
 def _mlp(
-    dataset: str, cfg: dict[str, Any], settings: TrainSettings, description: str
+    dataset: str, cfg: dict[str, Any], settings: TrainSettings, text: str
 ) -> Callable[[Context], Trained]:
-    return lambda ctx: tabular.train_mlp(
-        ctx, dataset, dict(cfg), TrainSettings(**vars(settings)), description
+    return partial(tabular.train_mlp, dataset=dataset, cfg=cfg, settings=settings, description=text)
+
+
+def _recurrent(cell: str, hidden: int, schedule: str, augment: bool) -> Callable[[Context], Trained]:
+    settings = _settings(epochs=60, batch_size=32, learning_rate=2e-3, schedule=schedule, grad_clip=1.0)
+    return partial(
+        sequence.train_sequence, cfg=RecurrentConfig(cell, hidden=hidden), settings=settings, augment=augment
     )
+
+
+_TRANSFORMER_SETTINGS = {"optimizer": "adamw", "schedule": "cosine", "grad_clip": 1.0}
+_ROWS = "sklearn load_digits (rows as a sequence)"
+_DIGITS_TEXT = "Handwritten digit 0-9 read row by row by {}: input [batch, rows, 8] raw pixels 0..16."
+_GAN_TOPIC = "GAN: generator and discriminator trained adversarially (auxiliary-classifier GAN)"
+
+
+def _gan(fn: Callable[..., Trained]) -> Callable[[Context], Trained]:
+    settings = TrainSettings(epochs=25, batch_size=64, learning_rate=2e-4, loss="acgan", select="metric")
+    return partial(fn, cfg=GANConfig(), settings=settings, steps_per_epoch=200)
 
 
 ZOO: list[Entry] = [
     Entry(
-        "diabetes-linreg", "regression", "linear regression: MSE, mini-batch gradient descent",
-        "sklearn load_diabetes", "Disease progression one year after baseline from 10 raw clinical features.",
+        "diabetes-linreg",
+        "regression",
+        "linear regression: MSE, mini-batch gradient descent",
+        "sklearn load_diabetes",
+        "Disease progression one year after baseline from 10 raw clinical features.",
         tabular.train_linreg,
     ),
     Entry(
-        "breast-cancer-mlp", "binary_classification",
-        "MLP: ReLU, batch norm, dropout, sigmoid output, binary cross-entropy", "sklearn load_breast_cancer",
+        "breast-cancer-mlp",
+        "binary_classification",
+        "MLP: ReLU, batch norm, dropout, sigmoid output, binary cross-entropy",
+        "sklearn load_breast_cancer",
         "Malignant or benign from 30 raw cell-nucleus measurements; probabilities is P(benign).",
-        _mlp("breast_cancer", {"hidden": [32, 16], "activation": "relu", "dropout": 0.2, "batch_norm": True},
-             TrainSettings(epochs=150, batch_size=32, learning_rate=1e-3, loss="bce", weight_decay=1e-4),
-             "Malignant or benign from 30 raw cell-nucleus measurements; probabilities is P(benign)."),
+        _mlp(
+            "breast_cancer",
+            {"hidden": [32, 16], "activation": "relu", "dropout": 0.2, "batch_norm": True},
+            _settings(epochs=150, batch_size=32, learning_rate=1e-3, loss="bce", weight_decay=1e-4),
+            "Malignant or benign from 30 raw cell-nucleus measurements; probabilities is P(benign).",
+        ),
     ),
     Entry(
-        "iris-mlp", "multiclass_classification",
-        "MLP: tanh, one-hot labels, softmax output, categorical cross-entropy", "sklearn load_iris",
+        "iris-mlp",
+        "multiclass_classification",
+        "MLP: tanh, one-hot labels, softmax output, categorical cross-entropy",
+        "sklearn load_iris",
         "Iris species from 4 raw flower measurements (cm).",
-        _mlp("iris", {"hidden": [16], "activation": "tanh", "dropout": 0.0, "batch_norm": False},
-             TrainSettings(epochs=300, batch_size=16, learning_rate=1e-2, loss="cross_entropy"),
-             "Iris species from 4 raw flower measurements (cm)."),
+        _mlp(
+            "iris",
+            {"hidden": [16], "activation": "tanh", "dropout": 0.0, "batch_norm": False},
+            _settings(epochs=300, batch_size=16, learning_rate=1e-2),
+            "Iris species from 4 raw flower measurements (cm).",
+        ),
     ),
     Entry(
-        "digits-mlp", "multiclass_classification",
-        "MLP: Leaky ReLU, dropout, softmax output, categorical cross-entropy", "sklearn load_digits",
+        "digits-mlp",
+        "multiclass_classification",
+        "MLP: Leaky ReLU, dropout, softmax output, categorical cross-entropy",
+        "sklearn load_digits",
         "Handwritten digit 0-9 from 64 raw pixels (8x8, values 0..16, row-major).",
-        _mlp("digits", {"hidden": [128, 64], "activation": "leaky_relu", "dropout": 0.2, "batch_norm": False},
-             TrainSettings(epochs=100, batch_size=32, learning_rate=1e-3, loss="cross_entropy", weight_decay=1e-4),
-             "Handwritten digit 0-9 from 64 raw pixels (8x8, values 0..16, row-major)."),
-    ),    *[
-        Entry(
-            f"digits-{cell}", "sequence_classification", topic, "sklearn load_digits (rows as a sequence)",
-            f"Handwritten digit 0-9 read row by row by a {title}: input [batch, rows, 8] raw pixels 0..16.",
-            partial(sequence.train_sequence, cfg=RecurrentConfig(cell=cell, hidden=hidden),
-                    settings=TrainSettings(epochs=epochs, batch_size=32, learning_rate=lr, loss="cross_entropy",
-                                           grad_clip=1.0)),
-        )
-        for cell, title, topic, hidden, epochs, lr in [
-            ("rnn", "simple (tanh) RNN", "RNN: recurrence over time steps, tanh cell", 64, 60, 2e-3),
-            ("lstm", "LSTM", "LSTM: gated memory cell", 64, 60, 2e-3),
-            ("gru", "GRU", "GRU: gated recurrent unit", 64, 60, 2e-3),
-        ]
-    ],
+        _mlp(
+            "digits",
+            {"hidden": [128, 64], "activation": "leaky_relu", "dropout": 0.2, "batch_norm": False},
+            _settings(epochs=100, batch_size=32, learning_rate=1e-3, weight_decay=1e-4),
+            "Handwritten digit 0-9 from 64 raw pixels (8x8, values 0..16, row-major).",
+        ),
+    ),
     Entry(
-        "digits-transformer", "sequence_classification",
-        "Transformer, encoder-only: self-attention over the rows, mean pooling", "sklearn load_digits (rows as a sequence)",
-        "Handwritten digit 0-9 from an encoder-only Transformer over the rows: input [batch, rows, 8] raw pixels.",
-        partial(sequence.train_sequence, cfg=TransformerConfig(d_model=64, heads=4, layers=2, d_ff=128, dropout=0.1, max_len=8),
-                settings=TrainSettings(epochs=80, batch_size=32, learning_rate=2e-3, loss="cross_entropy",
-                                       optimizer="adamw", weight_decay=1e-2, schedule="cosine", grad_clip=1.0)),
-    ),    Entry(
-        "dates-seq2seq", "seq2seq",
+        "digits-rnn",
+        "sequence_classification",
+        "RNN: recurrence over time steps, tanh cell",
+        _ROWS,
+        _DIGITS_TEXT.format("a simple (tanh) RNN"),
+        _recurrent("rnn", 128, "cosine", augment=False),
+    ),
+    Entry(
+        "digits-lstm",
+        "sequence_classification",
+        "LSTM: gated memory cell",
+        _ROWS,
+        _DIGITS_TEXT.format("an LSTM"),
+        _recurrent("lstm", 64, "constant", augment=True),
+    ),
+    Entry(
+        "digits-gru",
+        "sequence_classification",
+        "GRU: gated recurrent unit",
+        _ROWS,
+        _DIGITS_TEXT.format("a GRU"),
+        _recurrent("gru", 64, "constant", augment=True),
+    ),
+    Entry(
+        "digits-transformer",
+        "sequence_classification",
+        "Transformer, encoder-only: self-attention over the rows, mean pooling",
+        _ROWS,
+        _DIGITS_TEXT.format("an encoder-only Transformer (each row is a token)"),
+        partial(
+            sequence.train_sequence,
+            cfg=TransformerConfig(d_model=128, heads=4, layers=2, d_ff=256, dropout=0.1, max_len=8),
+            settings=_settings(
+                epochs=60, batch_size=32, learning_rate=1e-3, weight_decay=1e-2, **_TRANSFORMER_SETTINGS
+            ),
+        ),
+    ),
+    Entry(
+        "dates-seq2seq",
+        "seq2seq",
         "Transformer, encoder-decoder: cross-attention, teacher forcing, greedy decoding",
         "dates generated with datetime (19 formats, 1950-2049)",
-        "Rewrites a human-written date (e.g. 'Tue, 5 Mar 2024', 'the 3rd of May 1999', '05.03.2024' day-first) "
-        "as an ISO date YYYY-MM-DD; decode greedily from bos until eos.",
-        partial(seq2seq.train_seq2seq, cfg=TransformerConfig(d_model=128, heads=4, layers=2, d_ff=256, dropout=0.1),
-                settings=TrainSettings(epochs=6, batch_size=128, learning_rate=1e-3, loss="cross_entropy",
-                                       optimizer="adamw", weight_decay=1e-2, schedule="cosine", grad_clip=1.0,
-                                       select="metric"),
-                n_train=40000),
+        "Rewrites a human-written date (e.g. 'Tue, 5 Mar 2024', 'the 3rd of May 1999', '05.03.2024' "
+        "day-first) as an ISO date YYYY-MM-DD; decode greedily from bos until eos.",
+        partial(
+            seq2seq.train_seq2seq,
+            cfg=TransformerConfig(d_model=128, heads=4, layers=2, d_ff=256, dropout=0.1),
+            settings=_settings(
+                epochs=4,
+                batch_size=128,
+                learning_rate=1e-3,
+                weight_decay=1e-2,
+                select="metric",
+                **_TRANSFORMER_SETTINGS,
+            ),
+            n_train=30000,
+        ),
     ),
     Entry(
-        "pydoc-gpt", "language_model",
-        "Transformer, decoder-only: causal self-attention, language model trained on next-token cross-entropy",
+        "pydoc-gpt",
+        "language_model",
+        "Transformer, decoder-only: causal self-attention, a language model trained on next-token CE",
         "pydoc_data.topics (Python's built-in help texts)",
         "Character-level GPT over Python's help texts; logits for the next character at every position.",
-        partial(text.train_gpt, cfg=TransformerConfig(d_model=128, heads=4, layers=4, d_ff=512, dropout=0.0, max_len=128),
-                settings=TrainSettings(epochs=15, batch_size=16, learning_rate=3e-3, loss="cross_entropy",
-                                       optimizer="adamw", weight_decay=0.1, schedule="cosine", grad_clip=1.0),
-                steps_per_epoch=100),
-    ),    *[
-        Entry(
-            f"digits-gan-{part}", part, "GAN: generator and discriminator trained adversarially (auxiliary-classifier GAN)",
-            "sklearn load_digits (training rows)", description,
-            partial(fn, cfg=GANConfig(), steps_per_epoch=200,
-                    settings=TrainSettings(epochs=25, batch_size=64, learning_rate=2e-4, loss="acgan", select="metric")),
-        )
-        for part, fn, description in [
-            ("generator", gan.train_generator,
-             "Draws 8x8 digits: noise [batch, 32] standard normal -> images [batch, 64] raw pixels 0..16 "
-             "(row-major); argmax(noise[:, :10]) picks the digit."),
-            ("discriminator", gan.train_discriminator,
-             "The GAN's critic: 64 raw pixels (0..16) -> probability that the image is a real digit."),
-        ]
-    ],
-]  # fmt: skip
+        partial(
+            text.train_gpt,
+            cfg=TransformerConfig(d_model=128, heads=4, layers=4, d_ff=512, dropout=0.0, max_len=128),
+            settings=_settings(
+                epochs=15, batch_size=16, learning_rate=3e-3, weight_decay=0.1, **_TRANSFORMER_SETTINGS
+            ),
+            steps_per_epoch=100,
+        ),
+    ),
+    Entry(
+        "digits-gan-generator",
+        "generator",
+        _GAN_TOPIC,
+        "sklearn load_digits (training rows)",
+        "Draws 8x8 digits: noise [batch, 32] standard normal -> images [batch, 64] raw pixels 0..16 "
+        "(row-major); argmax(noise[:, :10]) picks the digit.",
+        _gan(gan.train_generator),
+    ),
+    Entry(
+        "digits-gan-discriminator",
+        "discriminator",
+        _GAN_TOPIC,
+        "sklearn load_digits (training rows)",
+        "The GAN's critic: 64 raw pixels (0..16) -> probability that the image is a real digit.",
+        _gan(gan.train_discriminator),
+    ),
+]
 
 
 def entries() -> dict[str, Entry]:

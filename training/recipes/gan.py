@@ -127,6 +127,8 @@ def run_gan(ctx: Context, cfg: GANConfig, settings: TrainSettings, steps_per_epo
         hist.train_loss.append(float(np.mean(d_losses)))
         hist.val_loss.append(float(np.mean(g_losses)))
         hist.val_metric.append(score)
+        print(f"{ctx.name} epoch {epoch + 1}/{settings.epochs}: D {hist.train_loss[-1]:.3f} "
+              f"G {hist.val_loss[-1]:.3f} digits-mlp confidence {score:.4f}", flush=True)  # fmt: skip
         if score > best:  # checkpoint selection on noise the evaluation never uses
             best, best_state, hist.best_epoch = score, copy.deepcopy(g.state_dict()), epoch
     g.load_state_dict(best_state)
@@ -152,11 +154,16 @@ def train_generator(ctx: Context, cfg: GANConfig, settings: TrainSettings, steps
     scorer = scorer_path(ctx)
     n = ctx.scale(EVAL_SAMPLES, 200)
     # Baseline: a scikit-learn Gaussian mixture fitted to the same training digits, sampled alike.
-    gmm = GaussianMixture(n_components=10, covariance_type="full", random_state=ctx.seed).fit(
+    gmm = GaussianMixture(n_components=10, covariance_type="full", reg_covar=0.1, random_state=ctx.seed).fit(
         run.x[run.split.train]
     )
+    gmm.covariances_ = (
+        gmm.covariances_ + gmm.covariances_.transpose(0, 2, 1)
+    ) / 2  # exact symmetry for sampling
     gmm_images = np.clip(gmm.sample(n)[0], 0, PIXEL_MAX).astype(np.float32)
-    baseline = {"name": "GaussianMixture(10 components, full covariance), clipped to 0..16"}
+    baseline: dict[str, Any] = {
+        "name": "GaussianMixture(10 components, full covariance, reg_covar 0.1), clipped to 0..16"
+    }
     baseline |= evaluate.image_scores(gmm_images, scorer)
 
     def score(path: Path) -> dict[str, Any]:
@@ -179,7 +186,7 @@ def train_generator(ctx: Context, cfg: GANConfig, settings: TrainSettings, steps
         "latent_dim": z,
         "pixel_range": [0, 16],
         "noise": "standard normal; the class drawn is argmax(noise[:, :10]), so classes are uniform",
-        "labels": [str(c) for c in range(10)],
+        "classes": [str(c) for c in range(10)],
         "preprocessing": {"output": "sigmoid * 16 in the graph: the raw digits scale", "in_graph": True},
         "architecture": {"type": "acgan_generator_mlp"} | vars(cfg),
         "split": run.split.describe() | {"note": "trained on the digits-mlp training rows only"},

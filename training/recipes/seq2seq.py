@@ -31,12 +31,21 @@ def seq2seq_loss(model: nn.Module, batch: Batch, pad: int) -> torch.Tensor:
     )
 
 
-def greedy(model: nn.Module, src: torch.Tensor, bos: int, steps: int) -> torch.Tensor:
+def greedy(model: Seq2Seq, src: torch.Tensor, bos: int, steps: int) -> torch.Tensor:
+    """Greedy decoding in torch (validation); the source is encoded once."""
     dec = torch.full((len(src), 1), bos, dtype=torch.long)
+    mem, src_mask = model.encode(src)
     for _ in range(steps):
-        nxt = model(src, dec)[:, -1].argmax(dim=-1, keepdim=True)  # [B, 1]
+        nxt = model.decode(dec, mem, src_mask)[:, -1].argmax(dim=-1, keepdim=True)  # [B, 1]
         dec = torch.cat([dec, nxt], dim=1)
     return dec  # [B, 1 + steps]
+
+
+def trim(ids: torch.Tensor, pad: int) -> torch.Tensor:
+    """Drop the all-pad columns on the right: most dates are far shorter than MAX_SOURCE (speed only;
+    the padding mask makes the result independent of the width)."""
+    width = int((ids != pad).sum(dim=1).max())
+    return ids[:, :width]
 
 
 def until_eos(tok: dates.CharTokenizer, rows: np.ndarray) -> list[str]:
@@ -75,21 +84,28 @@ def train_seq2seq(ctx: Context, cfg: TransformerConfig, settings: TrainSettings,
     model = Seq2Seq(cfg)
 
     def batches(gen: torch.Generator) -> Iterator[Batch]:
-        return minibatches((xs, xt), settings.batch_size, gen)
+        for src, tgt in minibatches((xs, xt), settings.batch_size, gen):
+            yield trim(src, pad), trim(tgt, pad)
 
     def val_eval(m: nn.Module) -> tuple[float, float]:
-        loss = float(seq2seq_loss(m, (vs, vt), pad))
-        pred = until_eos(tok, greedy(m, vs, bos, dates.MAX_TARGET - 1)[:, 1:].numpy())
+        loss = float(seq2seq_loss(m, (trim(vs, pad), vt), pad))
+        pred = until_eos(tok, greedy(model, trim(vs, pad), bos, dates.MAX_TARGET - 1)[:, 1:].numpy())
         return loss, float(np.mean([p == t for p, (_, t) in zip(pred, val_pairs, strict=True)]))
 
     hist = fit(
-        model, settings, batches, lambda m, b: seq2seq_loss(m, b, pad), val_eval, "val_exact_match", ctx.name,
+        model,
+        settings,
+        batches=batches,
+        loss_fn=lambda m, b: seq2seq_loss(m, b, pad),
+        evaluate=val_eval,
+        metric_name="val_exact_match",
+        desc=ctx.name,
         steps_per_epoch=-(-n_train // settings.batch_size),
-    )  # fmt: skip
+    )
     baseline = field_baseline(train_pairs[: ctx.scale(10000, 256)], test_pairs)
 
     def score(path: Path) -> dict[str, Any]:
-        src, tgt = dates.encode_pairs(tok, test_pairs)
+        src, _ = dates.encode_pairs(tok, test_pairs)
         out = evaluate.greedy_decode(path, src, bos, eos, dates.MAX_TARGET)
         em = float(np.mean([p == t for p, (_, t) in zip(until_eos(tok, out), test_pairs, strict=True)]))
         return {"metrics": {"test": {"exact_match": em, "examples": len(test_pairs)}, "baseline": baseline}}
@@ -115,17 +131,16 @@ def train_seq2seq(ctx: Context, cfg: TransformerConfig, settings: TrainSettings,
         "max_sequence_length": dates.MAX_SOURCE,
         "max_source_length": dates.MAX_SOURCE,
         "max_target_length": dates.MAX_TARGET,
-        "decoding": "greedy: decoder_input_ids starts as [bos]; append argmax of the last position until eos; "
-        "the ISO date is the text before eos (source: no bos/eos, pad = 0 only to the right in batches)",
+        "decoding": "greedy: decoder_input_ids starts as [bos]; append the argmax of the last position "
+        "until eos; the ISO date is the text before eos (source: no bos/eos; pad only to the right)",
         "preprocessing": {"text": "none: the source characters as typed", "in_graph": False},
         "architecture": {"type": "transformer_encoder_decoder", "norm": "pre-LayerNorm"} | vars(cfg),
         "formats": list(dates.FORMATS),
         "split": {
-            "method": "every day from {} to {} permuted with numpy default_rng(seed); the first 10% are test "
-            "days, the next 5% validation days, the rest training days; examples draw a day and a format "
-            "uniformly (seeded), so no test day ever occurs in training, in any format".format(
-                dates.FIRST_DAY, dates.LAST_DAY
-            ),
+            "method": f"every day from {dates.FIRST_DAY} to {dates.LAST_DAY} permuted with numpy "
+            "default_rng(seed); the first 10% are test days, the next 5% validation days, the rest "
+            "training days; examples draw a day and a format uniformly (seeded), so no test day ever "
+            "occurs in training, in any format",
             "seed": ctx.seed,
             "n_train_days": len(days.train),
             "n_test_days": len(days.test),

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -69,10 +68,15 @@ def train_sequence(
         )
 
     hist = fit(
-        model, settings, batches, classifier_loss(False),
-        lambda m: classifier_eval(m, xv, yv, False), "val_accuracy", ctx.name,
+        model,
+        settings,
+        batches=batches,
+        loss_fn=classifier_loss(False),
+        evaluate=lambda m: classifier_eval(m, xv, yv, False),
+        metric_name="val_accuracy",
+        desc=ctx.name,
         steps_per_epoch=-(-len(xt) // settings.batch_size),
-    )  # fmt: skip
+    )
     with torch.no_grad():
         temperature, val_ece = fit_calibration(model(xv), y[split.val])
     servable = Servable(net, prep, "multiclass", temperature).eval()
@@ -87,9 +91,11 @@ def train_sequence(
         exporter="dynamo" if is_transformer else "legacy",
         max_dims={"sequence": cfg.max_len} if isinstance(cfg, TransformerConfig) else {},
     )  # fmt: skip
-    arch: dict[str, Any] = {"type": "transformer_encoder" if is_transformer else cfg.cell} | vars(cfg)
-    if is_transformer:
-        arch |= {"pooling": "mean over positions", "norm": "pre-LayerNorm"}
+    arch: dict[str, Any] = vars(cfg).copy()
+    if isinstance(cfg, TransformerConfig):
+        arch |= {"type": "transformer_encoder", "pooling": "mean over positions", "norm": "pre-LayerNorm"}
+    else:
+        arch["type"] = cfg.cell
     manifest = {
         "inputs": [tensor_spec("input", "FP32", [-1, -1, ROWS])],
         "outputs": [tensor_spec("logits", "FP32", [-1, 10]), tensor_spec("probabilities", "FP32", [-1, 10])],
@@ -101,7 +107,7 @@ def train_sequence(
             "input_layout": "[batch, rows, 8] raw pixels 0..16; a digit is 8 rows, top to bottom",
         },
         "architecture": arch,
-        "max_sequence_length": ROWS if not is_transformer else cfg.max_len,
+        "max_sequence_length": ROWS,  # a digit has 8 rows (and the Transformer's position table 8 entries)
         "split": split.describe() | {"same_as": "digits-mlp"},
         "training": settings.record()
         | {"augmentation": "random shift of up to 1 pixel each way" if augment else None},

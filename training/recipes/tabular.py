@@ -20,6 +20,8 @@ from training.models import MLP, LinearConfig, LinearRegression, MLPConfig, Serv
 from training.recipe import Context, Trained, batch_dynamic, tensor, tensor_spec
 from training.train import TrainSettings, fit, fit_linear_gd, minibatches
 
+MIN_ECE_GAIN = 0.1
+
 
 def _standardizer(x_train: np.ndarray) -> Standardize:
     return Standardize(tensor(x_train.mean(axis=0)), tensor(x_train.std(axis=0)))
@@ -46,7 +48,12 @@ def train_linreg(ctx: Context) -> Trained:
         optimizer="minibatch_gd",
     )
     hist = fit_linear_gd(
-        model.weight.data, model.bias.data, zy(split.train), zy(split.val), settings, ctx.name
+        model.weight.data,
+        model.bias.data,
+        train=zy(split.train),
+        val=zy(split.val),
+        settings=settings,
+        desc=ctx.name,
     )
     servable = Servable(model, prep, "regression", target_scale=(y_mean, y_std)).eval()
 
@@ -119,13 +126,13 @@ def calibrated_scorer(
     y_test: np.ndarray,
     temperature: float,
     baseline: dict[str, Any],
-    val_ece: dict[str, float],
+    val_ece: dict[str, Any],
 ) -> Any:
     """model.onnx -> test metrics, baseline and the calibration record (ECE before/after on test)."""
 
     def score(path: Path) -> dict[str, Any]:
         m = evaluate.classifier_metrics(path, x_test, y_test, temperature)
-        calibration = {
+        calibration: dict[str, Any] = {
             "temperature": temperature,
             "ece_before": m.pop("ece_before"),
             "ece_after": m.pop("ece_after"),
@@ -137,11 +144,20 @@ def calibrated_scorer(
     return score
 
 
-def fit_calibration(logits: torch.Tensor, y: np.ndarray) -> tuple[float, dict[str, float]]:
+def fit_calibration(logits: torch.Tensor, y: np.ndarray) -> tuple[float, dict[str, Any]]:
+    """T minimising validation NLL, adopted only if it cuts validation ECE by at least
+    MIN_ECE_GAIN (relative), else T = 1: on a few hundred validation rows a smaller gain is noise and
+    did not carry over to the test split (digits-lstm: validation -3%, test +42%)."""
     z = logits.detach().numpy()
-    t = calibrate.fit_temperature(z, y)
+    fitted = calibrate.fit_temperature(z, y)
+    before = calibrate.ece(calibrate.probabilities(z), y)
+    after = calibrate.ece(calibrate.probabilities(z, fitted), y)
+    t = fitted if after <= (1.0 - MIN_ECE_GAIN) * before else 1.0
     return t, {
-        "validation_ece_before": calibrate.ece(calibrate.probabilities(z), y),
+        "fitted_temperature": fitted,
+        "rule": f"T = argmin validation NLL(logits / T); adopted only if it cuts validation ECE by at least "
+        f"{MIN_ECE_GAIN:.0%}, else T = 1",
+        "validation_ece_before": before,
         "validation_ece_after": calibrate.ece(calibrate.probabilities(z, t), y),
     }
 
@@ -161,9 +177,15 @@ def train_mlp(
     xv, yv = tensor(x[split.val]), tensor(y[split.val])
     settings = replace(settings, epochs=ctx.scale(settings.epochs, 3), seed=ctx.seed)
     hist = fit(
-        model, settings, lambda g: minibatches((xt, yt), settings.batch_size, g), classifier_loss(binary),
-        lambda m: classifier_eval(m, xv, yv, binary), "val_accuracy", ctx.name, steps_per_epoch=-(-len(xt) // settings.batch_size),
-    )  # fmt: skip
+        model,
+        settings,
+        batches=lambda g: minibatches((xt, yt), settings.batch_size, g),
+        loss_fn=classifier_loss(binary),
+        evaluate=lambda m: classifier_eval(m, xv, yv, binary),
+        metric_name="val_accuracy",
+        desc=ctx.name,
+        steps_per_epoch=-(-len(xt) // settings.batch_size),
+    )
     with torch.no_grad():
         temperature, val_ece = fit_calibration(model(xv), y[split.val])
     servable = Servable(net, prep, "binary" if binary else "multiclass", temperature).eval()

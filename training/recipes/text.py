@@ -14,7 +14,7 @@ from torch.nn import functional
 from training import evaluate
 from training.export import ExportSpec
 from training.recipe import Context, Trained, tensor, tensor_spec
-from training.text import Corpus, CharTokenizer, gpt_tokenizer, pydoc_corpus
+from training.text import CharTokenizer, Corpus, gpt_tokenizer, pydoc_corpus
 from training.train import Batch, TrainSettings, fit
 from training.transformer import GPT, TransformerConfig
 
@@ -61,7 +61,14 @@ def train_gpt(ctx: Context, cfg: TransformerConfig, settings: TrainSettings, ste
         return loss, loss / float(np.log(2.0))
 
     hist = fit(
-        model, settings, batches, lm_loss, val_eval, "val_bits_per_char", ctx.name, steps_per_epoch=steps
+        model,
+        settings,
+        batches=batches,
+        loss_fn=lm_loss,
+        evaluate=val_eval,
+        metric_name="val_bits_per_char",
+        desc=ctx.name,
+        steps_per_epoch=steps,
     )
     hist.x_label = f"epoch ({steps} steps of {settings.batch_size} windows)"
 
@@ -101,12 +108,14 @@ def train_gpt(ctx: Context, cfg: TransformerConfig, settings: TrainSettings, ste
         "tokenizer": tok.manifest(),
         "max_sequence_length": length,
         "preprocessing": {
-            "text": "typographic quotes and dashes folded to ASCII; other non-ASCII characters -> <unk>",
+            "text": "typographic quotes and dashes folded to ASCII, accents stripped, other non-ASCII "
+            "dropped; the vocabulary has <unk> (id 3) for anything else a client sends",
             "in_graph": False,
         },
         "architecture": {"type": "gpt", "norm": "pre-LayerNorm", "tied_embeddings": True} | vars(cfg),
         "split": {
-            "method": "pydoc_data.topics, sorted keys; topic k -> test if k % 10 == 0, validation if k % 10 == 5",
+            "method": "pydoc_data.topics, sorted keys; topic k -> test if k % 10 == 0, "
+            "validation if k % 10 == 5, else training",
             "seed": ctx.seed,
             "test_topics": corpus.test_topics,
             "validation_topics": corpus.val_topics,
