@@ -33,10 +33,7 @@ def test_held_out_dates_never_occur_in_training() -> None:
     train = dates.examples(days.train, 3000, seed=0)
     test = dates.examples(days.test, 500, seed=2)
     assert not {t for _, t in train} & {t for _, t in test}
-    assert (
-        dates.examples(days.test, 50, seed=2) == test[:50]
-        or len(set(dates.examples(days.test, 50, seed=2))) > 0
-    )
+    assert dates.examples(days.test, 500, seed=2) == test  # the recorded seed re-creates the same pairs
 
 
 def test_every_format_is_unambiguous_and_fits_the_tables() -> None:
