@@ -10,8 +10,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_expit, log_softmax, softmax
 
 ECE_BINS = 15
-# Search range of the temperature. A fit that ends on either bound is not a real optimum (on a perfectly
-# separated validation split the NLL keeps falling as T -> 0), so callers treat it as "no evidence".
+# Search range of the temperature. On a perfectly separated validation split the NLL keeps falling as
+# T -> 0 (down to float underflow), so the search ends near T_MIN without finding a real optimum.
 T_MIN, T_MAX = 0.05, 20.0
 
 
@@ -58,6 +58,8 @@ def ece(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
     return float(total)
 
 
-def on_search_bound(temperature: float) -> bool:
-    """True when a fitted T sits on the edge of the search range (within 1%): not an optimum."""
-    return not (T_MIN * 1.01 < temperature < T_MAX / 1.01)
+def is_interior_optimum(logits: np.ndarray, y: np.ndarray, temperature: float) -> bool:
+    """True when the NLL at `temperature` is strictly below the NLL at both ends of the search range,
+    i.e. the validation data really pin T down (False for a monotone or underflowed-flat NLL)."""
+    at_t = nll(logits, y, temperature)
+    return min(nll(logits, y, T_MIN), nll(logits, y, T_MAX)) > at_t + 1e-9
