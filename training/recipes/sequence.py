@@ -15,12 +15,10 @@ from training.models import RecurrentClassifier, RecurrentConfig, Servable, Stan
 from training.recipe import Context, Trained, tensor, tensor_spec
 from training.recipes.tabular import (
     calibrated_scorer,
-    classifier_eval,
-    classifier_loss,
-    fit_calibration,
+    fit_classifier,
     logistic_baseline,
 )
-from training.train import Batch, TrainSettings, fit, minibatches
+from training.train import Batch, TrainSettings, minibatches
 from training.transformer import TransformerClassifier, TransformerConfig
 
 ROWS = 8
@@ -67,18 +65,9 @@ def train_sequence(
             else minibatches((xt, yt), settings.batch_size, gen)
         )
 
-    hist = fit(
-        model,
-        settings,
-        batches=batches,
-        loss_fn=classifier_loss(False),
-        evaluate=lambda m: classifier_eval(m, xv, yv, False),
-        metric_name="val_accuracy",
-        desc=ctx.name,
-        steps_per_epoch=-(-len(xt) // settings.batch_size),
+    hist, temperature, val_ece = fit_classifier(
+        ctx, model, settings, batches, n_train=len(xt), xv=xv, yv=yv, binary=False
     )
-    with torch.no_grad():
-        temperature, val_ece = fit_calibration(model(xv), y[split.val])
     servable = Servable(net, prep, "multiclass", temperature).eval()
     is_transformer = isinstance(cfg, TransformerConfig)
     spec = ExportSpec(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from training.datasets import Split, load_tabular, split_indices
 from training.export import ExportSpec
 from training.models import MLP, LinearConfig, LinearRegression, MLPConfig, Servable, Standardize
 from training.recipe import Context, Trained, batch_dynamic, tensor, tensor_spec
-from training.train import TrainSettings, fit, fit_linear_gd, minibatches
+from training.train import Batch, History, TrainSettings, fit, fit_linear_gd, minibatches
 
 MIN_ECE_GAIN = 0.1
 
@@ -165,6 +166,33 @@ def fit_calibration(logits: torch.Tensor, y: np.ndarray) -> tuple[float, dict[st
     }
 
 
+def fit_classifier(
+    ctx: Context,
+    model: nn.Module,
+    settings: TrainSettings,
+    batches: Callable[[torch.Generator], Iterator[Batch]],
+    *,
+    n_train: int,
+    xv: torch.Tensor,
+    yv: torch.Tensor,
+    binary: bool,
+) -> tuple[History, float, dict[str, Any]]:
+    """Train a classifier on (B)CE keeping the best validation-accuracy epoch, then fit its temperature."""
+    hist = fit(
+        model,
+        settings,
+        batches=batches,
+        loss_fn=classifier_loss(binary),
+        evaluate=lambda m: classifier_eval(m, xv, yv, binary),
+        metric_name="val_accuracy",
+        desc=ctx.name,
+        steps_per_epoch=-(-n_train // settings.batch_size),
+    )
+    with torch.no_grad():
+        temperature, val_ece = fit_calibration(model(xv), yv.numpy())
+    return hist, temperature, val_ece
+
+
 def train_mlp(
     ctx: Context, dataset: str, cfg: dict[str, Any], settings: TrainSettings, description: str
 ) -> Trained:
@@ -179,18 +207,16 @@ def train_mlp(
     xt, yt = tensor(x[split.train]), tensor(y[split.train])
     xv, yv = tensor(x[split.val]), tensor(y[split.val])
     settings = replace(settings, epochs=ctx.scale(settings.epochs, 3), seed=ctx.seed)
-    hist = fit(
+    hist, temperature, val_ece = fit_classifier(
+        ctx,
         model,
         settings,
-        batches=lambda g: minibatches((xt, yt), settings.batch_size, g),
-        loss_fn=classifier_loss(binary),
-        evaluate=lambda m: classifier_eval(m, xv, yv, binary),
-        metric_name="val_accuracy",
-        desc=ctx.name,
-        steps_per_epoch=-(-len(xt) // settings.batch_size),
+        lambda g: minibatches((xt, yt), settings.batch_size, g),
+        n_train=len(xt),
+        xv=xv,
+        yv=yv,
+        binary=binary,
     )
-    with torch.no_grad():
-        temperature, val_ece = fit_calibration(model(xv), y[split.val])
     servable = Servable(net, prep, "binary" if binary else "multiclass", temperature).eval()
     out_dim = 1 if binary else len(data.labels)
     spec = ExportSpec(
