@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import uvicorn
 
+from service import logs
 from service.main import create_app
 from service.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = Settings(_cli_parse_args=sys.argv[1:] if argv is None else argv)  # type: ignore[call-arg]
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -24,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
         loop="uvloop",
         access_log=settings.access_log,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's loggers propagate to ours (request ids, JSON)
         server_header=False,
         date_header=False,
     )

@@ -24,6 +24,12 @@ class InvalidInputError(RecapError):
     code = "invalid_input"
 
 
+class ClientDisconnectedError(InvalidInputError):
+    """The client went away before it sent the whole request (counted apart from bad input)."""
+
+    code = "client_disconnected"
+
+
 class UnsupportedError(InvalidInputError):
     """The request asks for a feature this server does not implement (400)."""
 

@@ -13,8 +13,9 @@ from fastapi.telemetry import TelemetryConfig
 
 from service.api import docs, generate, health, samples, v1, v2
 from service.api.errors import install_handlers
-from service.api.infer import FastInferMiddleware, InferHandler
-from service.api.middleware import BodyLimitMiddleware
+from service.api.front import FrontDoor
+from service.api.infer import InferHandler
+from service.api.pipeline import Pipeline
 from service.api.schemas import DOC_MODELS
 from service.api.state import AppState
 from service.metrics import Metrics
@@ -56,7 +57,9 @@ def create_app(settings: Settings) -> FastAPI:
     repository = Repository(
         settings.model_repository, session_config(settings), metrics, settings.max_batch_size
     )
-    state = AppState(settings=settings, repository=repository, metrics=metrics)
+    pipeline = Pipeline(repository, metrics, settings.max_body_bytes)
+    state = AppState(settings=settings, repository=repository, metrics=metrics, pipeline=pipeline)
+    infer = InferHandler(pipeline, settings.offload_min_rows)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,13 +86,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.recap = state
     install_handlers(app)
     app.include_router(health.build_router(state))
-    app.include_router(v2.build_router(state))
+    app.include_router(v2.build_router(state, infer))
     app.include_router(v1.build_router(state))
     app.include_router(generate.build_router(state))
     app.include_router(samples.build_router(state))
     docs.install_docs(app)
-    # Outermost last: the body limit sees every request before the infer fast path.
-    app.add_middleware(FastInferMiddleware, handler=InferHandler(state))
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, metrics=metrics)
+    # Outermost: every request gets its id there, and V2 infer is answered before routing.
+    app.add_middleware(FrontDoor, infer=infer)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

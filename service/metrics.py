@@ -3,29 +3,31 @@
 The names are a contract with the Grafana dashboard and load tests; do not rename them. Labels only
 ever carry names of loaded models (an unknown model is counted as model="" version=""), so a client
 cannot blow up the cardinality. `ModelMetrics` caches the labelled children of one model version so
-the hot path does no label lookups.
+the hot path does no label lookups; only the request pipeline (`service.api.pipeline`) counts requests.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-PROTOCOLS = ("v2", "v1", "generate")
 # Seconds; the small models answer in tens of microseconds, text models in tens of milliseconds.
 REQUEST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 INFERENCE_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05, 0.25, 1)
+REQUEST_LABELS = ["model", "version", "protocol", "endpoint"]
 
 
-@dataclass
-class ProtocolChildren:
-    """The children of one (model, version, protocol)."""
+class EndpointLabels(Protocol):
+    """What the metrics need of an endpoint (service.api.pipeline.Endpoint): its two label values."""
 
-    requests: Counter
-    duration: Histogram
-    failures: dict[str, Counter] = field(default_factory=dict)
+    @property
+    def protocol(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
 
 
 class Metrics:
@@ -35,20 +37,20 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "recap_requests",
-            "Requests by model, version and protocol (v2, v1, generate).",
-            ["model", "version", "protocol"],
+            "Requests by model, version, protocol (v2, v1, generate) and endpoint (infer, metadata, ...).",
+            REQUEST_LABELS,
             registry=self.registry,
         )
         self.failures = Counter(
             "recap_request_failures",
-            "Failed requests by model, version, protocol and reason (a domain error code).",
-            ["model", "version", "protocol", "reason"],
+            "Failed requests by model, version, protocol, endpoint and reason (a domain error code).",
+            [*REQUEST_LABELS, "reason"],
             registry=self.registry,
         )
         self.request_duration = Histogram(
             "recap_request_duration_seconds",
             "Whole request handling time, body parsing and encoding included.",
-            ["model", "version", "protocol"],
+            REQUEST_LABELS,
             buckets=REQUEST_BUCKETS,
             registry=self.registry,
         )
@@ -99,6 +101,25 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+class EndpointMetrics:
+    """The children of one (model, version, protocol, endpoint); failure reasons are added as they occur."""
+
+    __slots__ = ("_failures", "_labels", "_metrics", "duration", "requests")
+
+    def __init__(self, metrics: Metrics, labels: tuple[str, str, str, str]) -> None:
+        self._metrics = metrics
+        self._labels = labels
+        self._failures: dict[str, Counter] = {}
+        self.requests = metrics.requests.labels(*labels)
+        self.duration = metrics.request_duration.labels(*labels)
+
+    def failure(self, reason: str) -> None:
+        counter = self._failures.get(reason)
+        if counter is None:
+            counter = self._failures[reason] = self._metrics.failures.labels(*self._labels, reason)
+        counter.inc()
+
+
 class ModelMetrics:
     """The cached children of one model version (or of the unknown model)."""
 
@@ -106,24 +127,31 @@ class ModelMetrics:
         self._metrics = metrics
         self.model = model
         self.version = version
+        self._endpoints: dict[EndpointLabels, EndpointMetrics] = {}
         self.inference_duration = metrics.inference_duration.labels(model, version)
         self.inference_rows = metrics.inference_rows.labels(model, version)
-        self.protocols = {
-            protocol: ProtocolChildren(
-                requests=metrics.requests.labels(model, version, protocol),
-                duration=metrics.request_duration.labels(model, version, protocol),
-            )
-            for protocol in PROTOCOLS
-        }
+
+    def endpoint(self, endpoint: EndpointLabels) -> EndpointMetrics:
+        """The request children of one endpoint, created on its first request."""
+        children = self._endpoints.get(endpoint)
+        if children is None:
+            labels = (self.model, self.version, endpoint.protocol, endpoint.name)
+            children = self._endpoints[endpoint] = EndpointMetrics(self._metrics, labels)
+        return children
+
+    # Generation children exist only for models that generate, once they do.
+    @cached_property
+    def generated_tokens(self) -> Counter:
+        return self._metrics.generated_tokens.labels(self.model, self.version)
+
+    @cached_property
+    def active_streams(self) -> Gauge:
+        return self._metrics.active_streams.labels(self.model)
+
+    @cached_property
+    def streams_cancelled(self) -> Counter:
+        return self._metrics.streams_cancelled.labels(self.model)
 
     def set_ready(self, ready: bool) -> None:
         if self.model:
             self._metrics.model_ready.labels(self.model, self.version).set(1 if ready else 0)
-
-    def failure(self, protocol: str, reason: str) -> None:
-        children = self.protocols[protocol]
-        counter = children.failures.get(reason)
-        if counter is None:
-            counter = self._metrics.failures.labels(self.model, self.version, protocol, reason)
-            children.failures[reason] = counter
-        counter.inc()

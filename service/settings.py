@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ProviderName = Literal["cpu", "cuda", "tensorrt"]
 OptimizationLevel = Literal["disabled", "basic", "extended", "all"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
 
 
 class Settings(BaseSettings):
@@ -109,6 +110,11 @@ class Settings(BaseSettings):
     )
     access_log: bool = Field(default=False, description="Log every request (costs throughput).")
     log_level: LogLevel = Field(default="info", description="Logging level of the server.")
+    log_format: LogFormat = Field(
+        default="text",
+        description="text: one readable line per event; json: one JSON object per line, for log shippers. "
+        "Either way each line about a request carries its request id.",
+    )
 
     @model_validator(mode="after")
     def _default_within_cap(self) -> Settings:

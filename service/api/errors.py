@@ -1,7 +1,8 @@
-"""The one table from domain error to HTTP status, and the handlers that answer `{"error": "..."}`.
+"""The one table from domain error to HTTP status, and how REST says an error: `{"error": "..."}`.
 
-Unknown exceptions are logged with their traceback and answered with an opaque 500; nothing internal
-reaches the client.
+The request pipeline (`service.api.pipeline`) maps every error of a model request through `status_of`.
+The handlers below only catch what happens outside the pipeline, in the framework itself: no route,
+a method not allowed, an error nobody anticipated. Nothing internal ever reaches the client.
 """
 
 from __future__ import annotations
@@ -15,27 +16,28 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from service.errors import (
-    InternalError,
     InvalidInputError,
     ModelNotFoundError,
     ModelNotReadyError,
     OverloadedError,
     PayloadTooLargeError,
     RecapError,
-    UnsupportedError,
 )
 
 log = logging.getLogger(__name__)
 
+# Subclasses inherit their base's status (UnsupportedError is a 400 as InvalidInputError); the rest,
+# InternalError included, is a 500.
 STATUS: dict[type[RecapError], int] = {
     InvalidInputError: 400,
-    UnsupportedError: 400,
     ModelNotFoundError: 404,
     PayloadTooLargeError: 413,
     OverloadedError: 429,
     ModelNotReadyError: 503,
-    InternalError: 500,
 }
+JSON_HEADERS = [(b"content-type", b"application/json")]
+# A 413 closes the connection: the server will not read the rest of a body it refused.
+CLOSE_HEADERS = [*JSON_HEADERS, (b"connection", b"close")]
 
 
 def status_of(error: RecapError) -> int:
@@ -45,13 +47,19 @@ def status_of(error: RecapError) -> int:
     return 500
 
 
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+def error_headers(status: int) -> list[tuple[bytes, bytes]]:
+    return CLOSE_HEADERS if status == 413 else JSON_HEADERS
+
+
 def error_response(status: int, message: str) -> Response:
-    return Response(orjson.dumps({"error": message}), status_code=status, media_type="application/json")
-
-
-async def _recap_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, RecapError)
-    return error_response(status_of(error), error.message)
+    response = Response(error_body(message), status_code=status, media_type="application/json")
+    if status == 413:
+        response.headers["connection"] = "close"
+    return response
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
@@ -80,7 +88,6 @@ async def _unexpected(request: Request, error: Exception) -> Response:
 
 
 def install_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(RecapError, _recap_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -7,8 +7,8 @@ from starlette.responses import Response
 
 from service.api import schemas
 from service.api.errors import error_response
+from service.api.rest import json_response
 from service.api.state import AppState
-from service.api.v2 import json_response
 
 
 def build_router(state: AppState) -> APIRouter:

@@ -6,27 +6,25 @@ seed gives the same sheet byte for byte.
 
 from __future__ import annotations
 
-import logging
-import time
-from typing import Annotated, Any
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.api import schemas
+from service.api.pipeline import Call, Endpoint
+from service.api.rest import serve
 from service.api.state import AppState
-from service.errors import InternalError, InvalidInputError, RecapError, UnsupportedError
+from service.errors import InvalidInputError, UnsupportedError
 from service.runtime.images import encode_png, image_grid
-from service.runtime.repository import LoadedModel
+from service.runtime.model import LoadedModel
 
-log = logging.getLogger(__name__)
-Count = Annotated[
-    int, Query(ge=1, description="Images on the sheet (at most the server's samples_max_count).")
-]
-Seed = Annotated[int | None, Query(ge=0, lt=2**63, description="Same seed, same sheet; none: random.")]
-Scale = Annotated[int, Query(ge=1, le=32, description="Screen pixels per image pixel.")]
+V1_SAMPLES = Endpoint("v1", "samples")
+SEED_MAX = 2**63 - 1
+COUNT_MAX = 2**31
+SCALE_MAX = 32
 
 
 def generator_geometry(model: LoadedModel) -> tuple[int, tuple[int, int], tuple[float, float]]:
@@ -45,7 +43,6 @@ def generator_geometry(model: LoadedModel) -> tuple[int, tuple[int, int], tuple[
 
 
 def render_samples(model: LoadedModel, count: int, seed: int | None, scale: int) -> bytes:
-    model.require_session()
     if model.task != "generator":
         raise UnsupportedError(
             f"model {model.name!r} (task {model.task or 'unknown'}) is not an image generator; "
@@ -53,56 +50,65 @@ def render_samples(model: LoadedModel, count: int, seed: int | None, scale: int)
         )
     latent, shape, pixel_range = generator_geometry(model)
     noise = np.random.default_rng(seed).standard_normal((count, latent)).astype(np.float32)
-    images = model.run({"noise": noise}, ["images"], checked=True)["images"]
+    feeds = {"noise": noise}
+    model.check_input(model.input_spec("noise"), "FP32", noise.shape)
+    model.check_complete(feeds)
+    (images,) = model.run(["images"], feeds)
     return encode_png(image_grid(images.reshape(count, *shape), pixel_range, scale=scale))
+
+
+def _query_int(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    """One integer query parameter in [low, high], or its default when absent."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    value = int(raw) if raw.isdigit() or (raw[:1] == "-" and raw[1:].isdigit()) else None
+    if value is None or not low <= value <= high:
+        raise InvalidInputError(f"query parameter {name!r} must be an integer from {low} to {high}")
+    return value
+
+
+def _query_parameter(name: str, description: str, default: int | None, low: int, high: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": low, "maximum": high}
+    if default is not None:
+        schema["default"] = default
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
 
 def build_router(state: AppState) -> APIRouter:
     router = APIRouter(tags=["v1"])
-    repository, limit = state.repository, state.settings.samples_max_count
-    errors: dict[int | str, dict[str, Any]] = {code: {"model": schemas.ErrorBody} for code in (400, 404, 503)}
-    png: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "PNG grid"}}
+    pipeline, limit = state.pipeline, state.settings.samples_max_count
+    docs: dict[str, Any] = {
+        "responses": {
+            200: {"content": {"image/png": {}}, "description": "PNG grid"},
+            **{code: {"model": schemas.ErrorBody} for code in (400, 404, 503)},
+        },
+        "openapi_extra": {
+            "parameters": [
+                _query_parameter("count", f"Images on the sheet (at most {limit}).", 16, 1, limit),
+                _query_parameter("seed", "Same seed, same sheet; none: random.", None, 0, SEED_MAX),
+                _query_parameter("scale", "Screen pixels per image pixel.", 8, 1, SCALE_MAX),
+            ]
+        },
+    }
 
-    async def samples(
-        model_name: str, model_version: str | None, count: int, seed: int | None, scale: int
-    ) -> Response:
-        start = time.perf_counter()
-        model = repository.get(model_name, model_version)
-        children = model.metrics.protocols["v1"]
-        try:
-            if count > limit:
-                raise InvalidInputError(f"count {count} is over this server's limit of {limit} images")
-            content = await anyio.to_thread.run_sync(render_samples, model, count, seed, scale)
-        except RecapError as error:
-            model.metrics.failure("v1", error.code)
-            raise
-        except Exception as error:
-            log.exception("unexpected error in samples.png for %s", model.name)
-            model.metrics.failure("v1", InternalError.code)
-            raise InternalError("internal server error") from error
-        finally:
-            children.requests.inc()
-            children.duration.observe(time.perf_counter() - start)
+    async def work(call: Call, model: LoadedModel, request: Request) -> Response:
+        count = _query_int(request, "count", 16, 1, COUNT_MAX)
+        if count is not None and count > limit:
+            raise InvalidInputError(f"count {count} is over this server's limit of {limit} images")
+        seed = _query_int(request, "seed", None, 0, SEED_MAX)
+        scale = _query_int(request, "scale", 8, 1, SCALE_MAX)
+        assert count is not None and scale is not None
+        content = await anyio.to_thread.run_sync(render_samples, model, count, seed, scale)
         return Response(content, media_type="image/png")
 
-    @router.get(
-        "/v1/models/{model_name}/samples.png",
-        summary="Generated samples as a PNG grid",
-        responses={**png, **errors},
-    )
-    async def samples_default(
-        model_name: str, count: Count = 16, seed: Seed = None, scale: Scale = 8
-    ) -> Response:
-        return await samples(model_name, None, count, seed, scale)
-
+    @router.get("/v1/models/{model_name}/samples.png", summary="Generated samples as a PNG grid", **docs)
     @router.get(
         "/v1/models/{model_name}/versions/{model_version}/samples.png",
         summary="Generated samples as a PNG grid (one version)",
-        responses={**png, **errors},
+        **docs,
     )
-    async def samples_version(
-        model_name: str, model_version: str, count: Count = 16, seed: Seed = None, scale: Scale = 8
-    ) -> Response:
-        return await samples(model_name, model_version, count, seed, scale)
+    async def samples(request: Request, model_name: str, model_version: str | None = None) -> Response:
+        return await serve(pipeline, request, V1_SAMPLES, work, request)
 
     return router

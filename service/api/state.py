@@ -1,9 +1,10 @@
-"""What the routers share: settings, the repository, the metrics and the advertised V2 extensions."""
+"""What the routers share: settings, the repository, the metrics, the pipeline and the V2 extensions."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from service.api.pipeline import Pipeline
 from service.metrics import Metrics
 from service.runtime.repository import Repository
 from service.settings import Settings
@@ -14,5 +15,6 @@ class AppState:
     settings: Settings
     repository: Repository
     metrics: Metrics
+    pipeline: Pipeline
     # Listed by GET /v2; a router that implements an extension adds its name.
     extensions: list[str] = field(default_factory=lambda: ["classification", "binary_tensor_data"])

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from service.api import schemas
+from service.api.pipeline import Call, Endpoint
+from service.api.rest import json_response, parse_object, serve
 from service.api.state import AppState
-from service.api.v2 import json_response
-from service.api.v2_codec import parse_json
-from service.errors import InternalError, InvalidInputError, RecapError
+from service.errors import InvalidInputError
+from service.runtime.model import LoadedModel
 from service.runtime.postprocess import class_scores, ranked_labels
-from service.runtime.repository import LoadedModel
-from service.runtime.session import check_input
 from service.runtime.tensors import cast_for_model
 
-log = logging.getLogger(__name__)
+V1_STATUS = Endpoint("v1", "status", needs_session=False)
 
 
 def _columns(model: LoadedModel, document: dict[str, Any]) -> tuple[dict[str, np.ndarray], bool]:
@@ -44,6 +42,9 @@ def _columns(model: LoadedModel, document: dict[str, Any]) -> tuple[dict[str, np
                         f"every instance needs the input {spec.name!r}; the model takes {names}"
                     )
                 columns[spec.name] = [row[spec.name] for row in instances]
+            for row in instances:
+                for name in row:
+                    model.input_spec(name)
         elif len(specs) == 1:
             columns = {specs[0].name: instances}
         else:
@@ -58,16 +59,13 @@ def _columns(model: LoadedModel, document: dict[str, Any]) -> tuple[dict[str, np
             columns = {specs[0].name: given}
         else:
             raise InvalidInputError(f"the model takes several inputs ({names}): 'inputs' must be an object")
-    for name in columns:
-        if name not in session.input_by_name:
-            raise InvalidInputError(f"unknown input {str(name)[:64]!r}; the model takes {names}")
     feeds = {}
-    for spec in specs:
-        if spec.name not in columns:
-            raise InvalidInputError(f"missing input {spec.name!r}; the model takes {names}")
-        array = cast_for_model(spec.name, columns[spec.name], spec.datatype)
-        check_input(spec, spec.datatype, array.shape, model.batch_limit, model.max_sequence_length)
+    for name, value in columns.items():
+        spec = model.input_spec(name)
+        array = cast_for_model(spec.name, value, spec.datatype)
+        model.check_input(spec, spec.datatype, array.shape)
         feeds[spec.name] = array
+    model.check_complete(feeds)
     return feeds, rows
 
 
@@ -79,12 +77,12 @@ def _jsonable(array: np.ndarray) -> Any:
 
 def predict(model: LoadedModel, document: dict[str, Any]) -> dict[str, Any]:
     feeds, rows = _columns(model, document)
-    results = model.run(feeds, checked=True)
-    names = list(results)
+    names = model.require_session().output_names
+    results = dict(zip(names, model.run(names, feeds), strict=True))
     if rows:
         if len(names) == 1:
             return {"predictions": _jsonable(results[names[0]])}
-        count = len(next(iter(results.values())))
+        count = len(results[names[0]])
         return {"predictions": [{n: _jsonable(results[n][i]) for n in names} for i in range(count)]}
     if len(names) == 1:
         return {"outputs": _jsonable(results[names[0]])}
@@ -92,101 +90,67 @@ def predict(model: LoadedModel, document: dict[str, Any]) -> dict[str, Any]:
 
 
 def classify(model: LoadedModel, document: dict[str, Any]) -> dict[str, Any]:
-    session = model.require_session()
-    if "probabilities" not in session.output_by_name:
+    if "probabilities" not in model.require_session().output_by_name:
         raise InvalidInputError(f"model {model.name!r} has no 'probabilities' output to classify with")
     feeds, _ = _columns(model, document)
-    probabilities = model.run(feeds, ["probabilities"], checked=True)["probabilities"]
+    (probabilities,) = model.run(["probabilities"], feeds)
     scores = class_scores(probabilities, "probabilities", model.task)
-    return {"results": ranked_labels(scores, model.labels)}
+    return {"results": ranked_labels(scores, model.class_labels)}
+
+
+def version_status(models: list[LoadedModel]) -> dict[str, Any]:
+    return {
+        "model_version_status": [
+            {
+                "version": m.version_str,
+                "state": "AVAILABLE" if m.ready else "UNAVAILABLE",
+                "status": {"error_code": "OK" if m.ready else "UNAVAILABLE", "error_message": m.reason or ""},
+            }
+            for m in models
+        ]
+    }
 
 
 def build_router(state: AppState) -> APIRouter:
     router = APIRouter(tags=["v1"])
-    repository = state.repository
-    unknown = state.metrics.unknown
+    repository, pipeline = state.repository, state.pipeline
+    errors: dict[int | str, dict[str, Any]] = {code: {"model": schemas.ErrorBody} for code in (400, 404, 503)}
+    body_docs = schemas.request_body(schemas.PredictRequest)
 
-    async def handle(
-        request: Request, name: str, version: str | None, work: Callable[[LoadedModel, dict[str, Any]], Any]
-    ) -> Response:
-        start = time.perf_counter()
-        metrics = unknown
-        try:
-            model = repository.get(name, version)
-            metrics = model.metrics
-            model.require_session()
-            document = parse_json(await request.body())
-            if type(document) is not dict:
-                raise InvalidInputError("request body must be a JSON object")
-            return json_response(work(model, document))
-        except RecapError as error:
-            metrics.failure("v1", error.code)
-            raise
-        except Exception as error:
-            log.exception("unexpected error in V1 request")
-            metrics.failure("v1", InternalError.code)
-            raise InternalError("internal server error") from error
-        finally:
-            children = metrics.protocols["v1"]
-            children.requests.inc()
-            children.duration.observe(time.perf_counter() - start)
+    def post(verb: str, answer: Callable[[LoadedModel, dict[str, Any]], dict[str, Any]], docs: type) -> None:
+        endpoint = Endpoint("v1", verb)
 
-    errors: dict[int | str, dict[str, Any]] = {
-        400: {"model": schemas.ErrorBody},
-        404: {"model": schemas.ErrorBody},
-        503: {"model": schemas.ErrorBody},
-    }
-    body = schemas.request_body(schemas.PredictRequest)
+        async def work(call: Call, model: LoadedModel, receive: Receive) -> Response:
+            return json_response(answer(model, parse_object(await call.read_body(receive))))
 
-    def post(path: str, work: Callable[[LoadedModel, dict[str, Any]], Any], answer: type) -> None:
-        async def default(request: Request, model_name: str) -> Response:
-            return await handle(request, model_name, None, work)
+        async def route(request: Request, model_name: str, model_version: str | None = None) -> Response:
+            return await serve(pipeline, request, endpoint, work, request.receive)
 
-        async def versioned(request: Request, model_name: str, model_version: str) -> Response:
-            return await handle(request, model_name, model_version, work)
-
-        endpoints: list[tuple[str, Callable[..., Awaitable[Response]]]] = [
-            (f"/v1/models/{{model_name}}:{path}", default),
-            (f"/v1/models/{{model_name}}/versions/{{model_version}}:{path}", versioned),
-        ]
-        for route, endpoint in endpoints:
+        for path in (
+            f"/v1/models/{{model_name}}:{verb}",
+            f"/v1/models/{{model_name}}/versions/{{model_version}}:{verb}",
+        ):
             router.add_api_route(
+                path,
                 route,
-                endpoint,
                 methods=["POST"],
-                summary=f"V1 {path}",
-                openapi_extra=body,
-                responses={200: {"model": answer}, **errors},
+                summary=f"V1 {verb}",
+                openapi_extra=body_docs,
+                responses={200: {"model": docs}, **errors},
             )
 
     post("predict", predict, schemas.PredictResponse)
     post("classify", classify, schemas.ClassifyResponse)
 
-    @router.get("/v1/models/{model_name}", responses={200: {"model": schemas.V1ModelStatus}, **errors})
-    @router.get(
-        "/v1/models/{model_name}/versions/{model_version}",
-        responses={200: {"model": schemas.V1ModelStatus}, **errors},
-    )
-    async def status(model_name: str, model_version: str | None = None) -> Response:
-        models = (
-            repository.versions(model_name)
-            if model_version is None
-            else [repository.get(model_name, model_version)]
-        )
-        return json_response(
-            {
-                "model_version_status": [
-                    {
-                        "version": m.version_str,
-                        "state": "AVAILABLE" if m.ready else "UNAVAILABLE",
-                        "status": {
-                            "error_code": "OK" if m.ready else "UNAVAILABLE",
-                            "error_message": m.reason or "",
-                        },
-                    }
-                    for m in models
-                ]
-            }
-        )
+    async def status_work(call: Call, model: LoadedModel, every_version: bool) -> Response:
+        return json_response(version_status(repository.versions(model.name) if every_version else [model]))
+
+    status_docs: dict[int | str, dict[str, Any]] = {200: {"model": schemas.V1ModelStatus}, **errors}
+
+    @router.get("/v1/models/{model_name}", responses=status_docs)
+    @router.get("/v1/models/{model_name}/versions/{model_version}", responses=status_docs)
+    async def status(request: Request, model_name: str, model_version: str | None = None) -> Response:
+        every_version = model_version is None
+        return await serve(pipeline, request, V1_STATUS, status_work, every_version)
 
     return router

@@ -1,28 +1,30 @@
 """Open Inference Protocol V2 (KServe/Triton): server and model metadata, readiness, infer.
 
-The infer endpoint is the hot path; it lives in `service.api.infer` (a pure ASGI fast path in
-front of FastAPI's routing) and the routes here declare it for /docs.
+The infer endpoint is the hot path: the front door answers it through `service.api.infer`, and the
+route here documents it for /docs and serves anything the front door passes on.
 """
 
 from __future__ import annotations
 
-import logging
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.api import schemas
-from service.api.errors import error_response
-from service.api.infer import HEADER, InferHandler
+from service.api.front import BINARY_HEADER, InferHead, request_id_of
+from service.api.infer import InferHandler
+from service.api.pipeline import Call, Endpoint
+from service.api.rest import content_length, json_response, serve
 from service.api.state import AppState
-from service.runtime.repository import PLATFORM, LoadedModel
+from service.runtime.model import LoadedModel
+from service.runtime.repository import PLATFORM
 
-log = logging.getLogger(__name__)
 SERVER_NAME = "recap-serve"
+V2_METADATA = Endpoint("v2", "metadata", needs_session=False)
+V2_READY = Endpoint("v2", "ready", needs_session=False)
 
 
 def _server_version() -> str:
@@ -30,14 +32,6 @@ def _server_version() -> str:
         return package_version("recap-serve")
     except PackageNotFoundError:
         return "0.0.0"
-
-
-def json_response(document: object, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY),
-        status_code=status,
-        media_type="application/json",
-    )
 
 
 def model_metadata(state: AppState, model: LoadedModel) -> dict[str, object]:
@@ -62,11 +56,10 @@ def model_metadata(state: AppState, model: LoadedModel) -> dict[str, object]:
     return document
 
 
-def build_router(state: AppState) -> APIRouter:
+def build_router(state: AppState, infer_handler: InferHandler) -> APIRouter:
     router = APIRouter(tags=["v2"])
-    repository = state.repository
+    repository, pipeline = state.repository, state.pipeline
     server = {"name": SERVER_NAME, "version": _server_version(), "extensions": state.extensions}
-
     errors: dict[int | str, dict[str, Any]] = {code: {"model": schemas.ErrorBody} for code in (400, 404)}
 
     @router.get("/v2", responses={200: {"model": schemas.ServerMetadata}}, summary="Server metadata")
@@ -74,26 +67,27 @@ def build_router(state: AppState) -> APIRouter:
     async def server_metadata() -> Response:
         return json_response(server)
 
+    async def metadata_work(call: Call, model: LoadedModel, _: None) -> Response:
+        return json_response(model_metadata(state, model))
+
     @router.get("/v2/models/{model_name}", responses={200: {"model": schemas.ModelMetadata}, **errors})
     @router.get(
         "/v2/models/{model_name}/versions/{model_version}",
         responses={200: {"model": schemas.ModelMetadata}, **errors},
     )
-    async def metadata(model_name: str, model_version: str | None = None) -> Response:
-        return json_response(model_metadata(state, repository.get(model_name, model_version)))
+    async def metadata(request: Request, model_name: str, model_version: str | None = None) -> Response:
+        return await serve(pipeline, request, V2_METADATA, metadata_work, None)
 
-    @router.get("/v2/models/{model_name}/ready", responses={200: {"model": schemas.ModelReady}, **errors})
-    @router.get(
-        "/v2/models/{model_name}/versions/{model_version}/ready",
-        responses={200: {"model": schemas.ModelReady}, **errors},
-    )
-    async def model_ready(model_name: str, model_version: str | None = None) -> Response:
-        model = repository.get(model_name, model_version)
-        if not model.ready:
-            return error_response(
-                503, f"model {model.name!r} version {model.version} is not ready: {model.reason}"
-            )
+    async def ready_work(call: Call, model: LoadedModel, _: None) -> Response:
+        model.require_session()  # 503 with the reason when it is not
         return json_response({"name": model.name, "version": model.version_str, "ready": True})
+
+    ready_docs: dict[int | str, dict[str, Any]] = {200: {"model": schemas.ModelReady}, **errors}
+
+    @router.get("/v2/models/{model_name}/ready", responses=ready_docs)
+    @router.get("/v2/models/{model_name}/versions/{model_version}/ready", responses=ready_docs)
+    async def model_ready(request: Request, model_name: str, model_version: str | None = None) -> Response:
+        return await serve(pipeline, request, V2_READY, ready_work, None)
 
     @router.post("/v2/repository/index", summary="Model repository index (Triton)")
     async def repository_index() -> Response:
@@ -105,33 +99,31 @@ def build_router(state: AppState) -> APIRouter:
             ]
         )
 
-    infer_docs = {
+    infer_docs: dict[str, Any] = {
         "openapi_extra": schemas.request_body(schemas.InferenceRequest),
         "responses": {200: {"model": schemas.InferenceResponse}, 413: {"model": schemas.ErrorBody}, **errors},
     }
 
-    handler = InferHandler(state)
-
-    async def infer(request: Request, model_name: str, model_version: str | None) -> Response:
-        # Normally answered by FastInferMiddleware before routing; this route documents the endpoint
-        # and serves any request the middleware passes on (e.g. under a mounted prefix).
-        status, content, headers = await handler.handle(
-            request.body, request.headers.get(HEADER), model_name, model_version
-        )
-        response = Response(content, status_code=status)
-        response.headers.update({k.decode(): v.decode() for k, v in headers})
-        return response
-
-    @router.post("/v2/models/{model_name}/infer", summary="Inference", **infer_docs)  # type: ignore[arg-type]
-    async def infer_default(request: Request, model_name: str) -> Response:
-        return await infer(request, model_name, None)
-
+    # Normally answered by the front door before routing; this route documents the endpoint and serves
+    # any request the front door passes on (e.g. under a mounted prefix).
+    @router.post("/v2/models/{model_name}/infer", summary="Inference", **infer_docs)
     @router.post(
         "/v2/models/{model_name}/versions/{model_version}/infer",
         summary="Inference (one version)",
-        **infer_docs,  # type: ignore[arg-type]
+        **infer_docs,
     )
-    async def infer_version(request: Request, model_name: str, model_version: str) -> Response:
-        return await infer(request, model_name, model_version)
+    async def infer(request: Request, model_name: str, model_version: str | None = None) -> Response:
+        header = request.headers.get(BINARY_HEADER.decode())
+        head = InferHead(
+            request_id_of(request.scope),
+            model_name,
+            model_version,
+            header.encode("latin-1") if header is not None else None,
+            content_length(request),
+        )
+        status, content, headers = await infer_handler.answer(request.receive, head)
+        response = Response(content, status_code=status)
+        response.headers.update({k.decode(): v.decode() for k, v in headers})
+        return response
 
     return router

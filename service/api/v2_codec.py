@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service.api.rest import parse_json
 from service.errors import InvalidInputError
-from service.runtime.postprocess import class_labels, class_scores, top_k_strings
-from service.runtime.repository import LoadedModel
-from service.runtime.session import check_input
+from service.runtime.model import LoadedModel
+from service.runtime.postprocess import class_scores, top_k_strings
 from service.runtime.tensors import (
     binary_to_numpy,
     check_shape,
@@ -44,16 +44,6 @@ class V2Request:
     id: str | None
     parameters: dict[str, Any] | None
     rows: int
-
-
-def parse_json(body: bytes | memoryview) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        hint = ""
-        if b"NaN" in body or b"Infinity" in body:
-            hint = " (NaN and Infinity are not JSON numbers; the model takes finite numbers)"
-        raise InvalidInputError(f"request body is not valid JSON: {error}{hint}") from error
 
 
 def _object(value: object, what: str) -> dict[str, Any]:
@@ -92,18 +82,14 @@ def decode_request(body: bytes, model: LoadedModel, header_length: int | None) -
         name = tensor.get("name")
         if type(name) is not str:
             raise InvalidInputError("each input needs a string 'name'")
-        spec = session.input_by_name.get(name)
-        if spec is None:
-            raise InvalidInputError(
-                f"unknown input {name[:64]!r}; the model takes {', '.join(session.input_by_name)}"
-            )
+        spec = model.input_spec(name)
         if name in feeds:
             raise InvalidInputError(f"input {name!r} is given twice")
         datatype = tensor.get("datatype")
         if type(datatype) is not str:
             raise InvalidInputError(f"input {name!r}: 'datatype' must be a string such as {spec.datatype}")
         shape = check_shape(name, tensor.get("shape"))
-        check_input(spec, datatype, shape, model.batch_limit, model.max_sequence_length)
+        model.check_input(spec, datatype, shape)
         tensor_parameters = tensor.get("parameters")
         binary_size = None
         if tensor_parameters is not None:
@@ -124,14 +110,9 @@ def decode_request(body: bytes, model: LoadedModel, header_length: int | None) -
             feeds[name] = json_to_numpy(name, datatype, shape, tensor["data"])
     if offset != len(body):
         raise InvalidInputError(f"{len(body) - offset} bytes of binary data follow that no input claims")
-    for spec in session.inputs:
-        if spec.name not in feeds:
-            raise InvalidInputError(
-                f"missing input {spec.name!r}; the model takes {', '.join(session.input_by_name)}"
-            )
+    model.check_complete(feeds)
     outputs = _requested_outputs(document.get("outputs"), model, parameters)
-    first = feeds[session.inputs[0].name]
-    rows = first.shape[0] if first.ndim and session.inputs[0].batched else 1
+    rows = feeds[session.batch_input].shape[0] if session.batch_input is not None else 1
     return V2Request(feeds, outputs, [o.name for o in outputs], request_id, parameters, rows)
 
 
@@ -147,12 +128,8 @@ def _requested_outputs(
     requested: list[RequestedOutput] = []
     for item in value:
         output = _object(item, "each entry of 'outputs'")
-        name = output.get("name")
-        if type(name) is not str or name not in session.output_by_name:
-            shown = repr(name[:64]) if type(name) is str else "a missing name"
-            raise InvalidInputError(
-                f"unknown output {shown}; the model's outputs are {', '.join(session.output_names)}"
-            )
+        spec = model.output_spec(output.get("name"))
+        name = spec.name
         if any(r.name == name for r in requested):
             raise InvalidInputError(f"output {name!r} is requested twice")
         entry = RequestedOutput(name, binary=binary_default)
@@ -164,10 +141,9 @@ def _requested_outputs(
                 raise InvalidInputError(
                     f"output {name!r}: 'classification' must be a positive integer (top k)"
                 )
-            datatype = session.output_by_name[name].datatype
-            if classification and datatype in _NOT_SCORES:
+            if classification and spec.datatype in _NOT_SCORES:
                 raise InvalidInputError(
-                    f"output {name!r}: classification needs numeric scores, the output is {datatype}"
+                    f"output {name!r}: classification needs numeric scores, the output is {spec.datatype}"
                 )
             entry.classification = classification
             binary = params.get("binary_data", binary_default)
@@ -179,18 +155,17 @@ def _requested_outputs(
 
 
 def encode_response(
-    model: LoadedModel, request: V2Request, results: dict[str, np.ndarray]
+    model: LoadedModel, request: V2Request, results: list[np.ndarray]
 ) -> tuple[bytes, int | None]:
     """The V2 response body, and the JSON header length when binary outputs follow it."""
     outputs: list[dict[str, Any]] = []
     binaries: list[bytes] = []
-    for requested in request.outputs:
-        array = results[requested.name]
-        datatype = model.require_session().output_by_name[requested.name].datatype
+    output_by_name = model.require_session().output_by_name
+    for requested, result in zip(request.outputs, results, strict=True):
+        array, datatype = result, output_by_name[requested.name].datatype
         if requested.classification:
-            scores = class_scores(array, requested.name, model.task)
-            labels = class_labels(model.task, model.labels, model.tokenizer)
-            array = top_k_strings(scores, requested.classification, labels)
+            scores = class_scores(result, requested.name, model.task)
+            array = top_k_strings(scores, requested.classification, model.class_labels)
             datatype = "BYTES"
         entry: dict[str, Any] = {"name": requested.name, "datatype": datatype, "shape": list(array.shape)}
         if requested.binary:

@@ -27,14 +27,16 @@ from service.runtime.tokenizer import CharTokenizer
 FinishReason = Literal["length", "stop", "eos"]
 ModelKind = Literal["language_model", "seq2seq"]
 
+TEXT_TASKS = ("language_model", "seq2seq")
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 64
 
 
 class Runner(Protocol):
-    """What the loop needs from a session: onnxruntime's ``InferenceSession.run`` signature."""
+    """What the loop needs from a model: onnxruntime's ``InferenceSession.run`` signature (a
+    ``LoadedModel``, which also records the compute metrics, or a bare session in tests)."""
 
-    def run(self, output_names: list[str] | None, input_feed: dict[str, Any]) -> Sequence[Any]: ...
+    def run(self, output_names: list[str], input_feed: dict[str, np.ndarray]) -> Sequence[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ class TextModel:
     def from_manifest(cls, runner: Runner, manifest: Mapping[str, Any]) -> TextModel:
         """Build from model.json; raises ValueError when the manifest lacks what generation needs."""
         task = manifest.get("task")
-        if task not in ("language_model", "seq2seq"):
+        if task not in TEXT_TASKS:
             raise ValueError(f"task {task!r} does not generate text")
         if "tokenizer" not in manifest:
             raise ValueError("model.json has no tokenizer")

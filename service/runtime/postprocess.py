@@ -10,9 +10,9 @@ position's logits, softmaxed, labelled with the tokenizer's vocabulary (the char
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+
+from service.runtime.tokenizer import CharTokenizer
 
 BINARY_TASKS = frozenset({"binary_classification", "discriminator"})
 NEXT_TOKEN_TASKS = frozenset({"language_model"})
@@ -34,13 +34,11 @@ def class_scores(array: np.ndarray, output_name: str, task: str | None) -> np.nd
 
 
 def class_labels(
-    task: str | None, labels: list[str] | None, tokenizer: dict[str, Any] | None
+    task: str | None, labels: list[str] | None, tokenizer: CharTokenizer | None
 ) -> list[str] | None:
-    """The class names: model.json's labels, or a text model's vocabulary (token id = index)."""
+    """The class names: model.json's labels, or a language model's vocabulary (token id = index)."""
     if labels is None and task in NEXT_TOKEN_TASKS and tokenizer is not None:
-        vocab = tokenizer.get("vocab")
-        if isinstance(vocab, list) and all(isinstance(token, str) for token in vocab):
-            return vocab
+        return list(tokenizer.vocab)
     return labels
 
 

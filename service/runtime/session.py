@@ -94,7 +94,7 @@ def _log_once(message: str) -> None:
         log.warning(message)
 
 
-def _provider_list(config: SessionConfig, label: str) -> list[str | tuple[str, dict[str, Any]]]:
+def _provider_list(config: SessionConfig) -> list[str | tuple[str, dict[str, Any]]]:
     """The providers to ask onnxruntime for, checked against what this build offers."""
     available = ort.get_available_providers()
     chosen: list[str | tuple[str, dict[str, Any]]] = []
@@ -127,7 +127,7 @@ class ModelSession:
         options.inter_op_num_threads = config.inter_op_threads
         options.graph_optimization_level = _LEVELS[config.graph_optimization_level]
         options.log_severity_level = 3  # onnxruntime's own warnings go through our log instead
-        requested = _provider_list(config, label)
+        requested = _provider_list(config)
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
@@ -147,6 +147,8 @@ class ModelSession:
         self.input_by_name = {spec.name: spec for spec in self.inputs}
         self.output_by_name = {spec.name: spec for spec in self.outputs}
         self.output_names = [spec.name for spec in self.outputs]
+        # The input whose first axis counts the rows (None: the graph takes no batch).
+        self.batch_input = self.inputs[0].name if self.inputs and self.inputs[0].batched else None
 
     def run(self, feeds: dict[str, np.ndarray], output_names: list[str]) -> list[np.ndarray]:
         try:

@@ -3,14 +3,13 @@
 The vocabulary is a list of strings whose index is the token id. Single-character entries are the
 characters the model can read and write; multi-character entries (``<pad>``, ``<bos>``, ...) are special
 tokens named in ``special_tokens``. Text is never parsed for special tokens: ``"<eos>"`` in a prompt is
-five characters. A character outside the vocabulary is a domain error naming it and its position; with
-``replace_unknown=True`` it becomes the vocabulary's ``unk`` token instead, if there is one. The server
-uses the error (a clear 400 beats a silently changed prompt).
+five characters. A character outside the vocabulary is a domain error naming it and its position (a
+clear 400 beats a silently changed prompt).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +26,7 @@ class CharTokenizer:
     vocab: tuple[str, ...]
     special_tokens: Mapping[str, int] = field(default_factory=dict)
     _index: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    _texts: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.vocab:
@@ -41,6 +41,9 @@ class CharTokenizer:
             if token_id not in specials and len(token) == 1 and token not in index:
                 index[token] = token_id
         object.__setattr__(self, "_index", index)
+        # What each token adds to the output text: special tokens add nothing.
+        texts = tuple("" if i in specials else token for i, token in enumerate(self.vocab))
+        object.__setattr__(self, "_texts", texts)
 
     @classmethod
     def from_manifest(cls, tokenizer: Mapping[str, Any]) -> CharTokenizer:
@@ -56,10 +59,6 @@ class CharTokenizer:
             raise ValueError("tokenizer.special_tokens must map names to integer ids")
         return cls(vocab=tuple(vocab), special_tokens=dict(specials))
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
     def special_id(self, name: str) -> int | None:
         """The id of special token ``name`` (``pad``, ``bos``, ``eos``, ``unk``), or None if absent."""
         return self.special_tokens.get(name)
@@ -72,45 +71,24 @@ class CharTokenizer:
     def eos_id(self) -> int | None:
         return self.special_id("eos")
 
-    @property
-    def pad_id(self) -> int | None:
-        return self.special_id("pad")
-
-    def is_special(self, token_id: int) -> bool:
-        return token_id in self.special_tokens.values()
-
-    def encode(self, text: str, *, what: str = "text_input", replace_unknown: bool = False) -> list[int]:
-        """Token ids for ``text``; unknown characters raise InvalidInputError (or map to ``unk``)."""
-        unk = self.special_id("unk") if replace_unknown else None
+    def encode(self, text: str, *, what: str = "text_input") -> list[int]:
+        """Token ids for ``text``; unknown characters raise InvalidInputError naming them."""
+        index = self._index
         ids: list[int] = []
         unknown: list[tuple[int, str]] = []
         for position, char in enumerate(text):
-            token_id = self._index.get(char)
+            token_id = index.get(char)
             if token_id is None:
-                if unk is None:
-                    unknown.append((position, char))
-                    continue
-                token_id = unk
-            ids.append(token_id)
+                unknown.append((position, char))
+            else:
+                ids.append(token_id)
         if unknown:
             raise InvalidInputError(self._unknown_message(unknown, what))
         return ids
 
-    def decode(self, ids: Iterable[int], *, skip_special: bool = True) -> str:
-        """Text for ``ids``; special tokens are dropped unless ``skip_special`` is False."""
-        return "".join(self.token_text(int(i), skip_special=skip_special) for i in ids)
-
-    def token_text(self, token_id: int, *, skip_special: bool = True) -> str:
-        """The text one token contributes to the output."""
-        if not 0 <= token_id < len(self.vocab):
-            raise ValueError(f"token id {token_id} is outside the vocabulary of {len(self.vocab)}")
-        if skip_special and self.is_special(token_id):
-            return ""
-        return self.vocab[token_id]
-
-    def labels(self) -> list[str]:
-        """One label per token id, for top-k next-token answers (specials keep their names)."""
-        return list(self.vocab)
+    def token_text(self, token_id: int) -> str:
+        """The text one token adds to the output ("" for a special token)."""
+        return self._texts[token_id]
 
     def _unknown_message(self, unknown: list[tuple[int, str]], what: str) -> str:
         shown = ", ".join(f"{char!r} at position {pos}" for pos, char in unknown[:_MAX_NAMED_UNKNOWN])

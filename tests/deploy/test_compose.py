@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.compose import REPO, compose_binary, compose_config
+from tests.helpers.compose import REPO, compose_binary, compose_config
 
 pytestmark = pytest.mark.skipif(
     compose_binary() is None,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from service.settings import Settings
-from tests.deploy.compose import raw_services, substitute
-from tests.load.realserver import MODELS, http_get, running_server, service_available
+from tests.helpers.compose import raw_services, substitute
+from tests.helpers.servers import MODELS, http_get, running_server, service_available
 
 
 def _environment(service: str) -> dict[str, str]:

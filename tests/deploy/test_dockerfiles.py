@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.compose import command_of
+from tests.helpers.compose import command_of
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"

@@ -18,8 +18,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.compose import REPO, command_of, raw_services, substitute
-from tests.load.realserver import MODELS, Server, free_port, http_get, running_server, service_available, stop
+from tests.helpers.compose import REPO, command_of, raw_services, substitute
+from tests.helpers.servers import (
+    MODELS,
+    RunningServer,
+    free_port,
+    http_get,
+    running_server,
+    service_available,
+    stop,
+)
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -53,7 +61,7 @@ def _traffic(url: str, stop_event: threading.Event) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """The compose `service`: its command and RECAP_* environment (host, port and repository local)."""
     reason = service_available()
     if reason:
@@ -81,7 +89,7 @@ def _query(prometheus: str, expr: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def prometheus(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not Path(PROMETHEUS).is_file():
         pytest.skip("prometheus is not installed (`make system-deps` installs Debian's package; CI does)")
     work = tmp_path_factory.mktemp("prometheus")
@@ -176,7 +184,7 @@ def test_every_dashboard_query_runs(scraped: str) -> None:
 
 
 @pytest.mark.e2e
-def test_dashboard_metrics_are_exported(server: Server) -> None:
+def test_dashboard_metrics_are_exported(server: RunningServer) -> None:
     time.sleep(0.5)  # some traffic, so labelled series exist
     status, body = http_get(f"{server.url}/metrics")
     assert status == 200
@@ -199,7 +207,7 @@ def test_dashboard_metrics_are_exported(server: Server) -> None:
 
 
 @pytest.mark.e2e
-def test_compose_healthcheck_passes_natively(server: Server) -> None:
+def test_compose_healthcheck_passes_natively(server: RunningServer) -> None:
     test = raw_services()["service"]["healthcheck"]["test"]
     assert test[0] == "CMD" and test[1] == "python"
     code = test[3].replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")

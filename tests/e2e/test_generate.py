@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import orjson
 import pytest
 
-from tests.e2e.generate_support import (
+from tests.helpers.servers import RunningServer
+from tests.helpers.zoo import (
     DATES,
     GPT,
     Vocabulary,
@@ -23,25 +23,11 @@ from tests.e2e.generate_support import (
     require_models,
     session,
     stream_events,
-    zoo_server,
 )
-from tests.e2e.server import RunningServer
 from training.dates import examples, split_days
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PROMPTS = ("The ", "def f(x):\n    return", "Class instances")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    require_models(GPT)
-    yield from zoo_server(tmp_path_factory)
-
-
-@pytest.fixture
-def client(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60) as http:
-        yield http
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
@@ -140,14 +126,14 @@ def test_next_token_top_k_equals_softmax_of_onnxruntime_logits(client: httpx.Cli
             assert float(score) == pytest.approx(probs[row, token], rel=1e-5, abs=1e-7)
 
 
-def test_disconnecting_a_stream_stops_its_generation(client: httpx.Client, server: RunningServer) -> None:
+def test_disconnecting_a_stream_stops_its_generation(client: httpx.Client, zoo_server: RunningServer) -> None:
     require_models(GPT)
     labels = {"model": GPT, "version": "1"}
     cancelled_before = metric(client, "recap_streams_cancelled_total", model=GPT)
     tokens_before = metric(client, "recap_generated_tokens_total", **labels)
     body = {"text_input": "The ", "parameters": {"max_tokens": 4000, "temperature": 1.0, "seed": 1}}
     with (
-        httpx.Client(base_url=server.url, timeout=60) as leaving,
+        httpx.Client(base_url=zoo_server.url, timeout=60) as leaving,
         leaving.stream("POST", f"/v2/models/{GPT}/generate_stream", json=body) as response,
     ):
         assert response.status_code == 200
@@ -166,10 +152,10 @@ def test_disconnecting_a_stream_stops_its_generation(client: httpx.Client, serve
     assert metric(client, "recap_generated_tokens_total", **labels) - tokens_before == spent
 
 
-def test_stream_cap_answers_429_and_frees_its_slots(client: httpx.Client, server: RunningServer) -> None:
+def test_stream_cap_answers_429_and_frees_its_slots(client: httpx.Client, zoo_server: RunningServer) -> None:
     require_models(GPT)
     body = {"text_input": "The ", "parameters": {"max_tokens": 4000, "temperature": 1.0, "seed": 3}}
-    with httpx.Client(base_url=server.url, timeout=60) as holder:
+    with httpx.Client(base_url=zoo_server.url, timeout=60) as holder:
         open_streams = [
             holder.stream("POST", f"/v2/models/{GPT}/generate_stream", json=body) for _ in range(3)
         ]
@@ -200,12 +186,12 @@ def _held_out_dates(n: int) -> list[tuple[str, str]]:
     return examples(days, n, seed=int(split.get("examples_seed", 1234)))
 
 
-def test_dates_seq2seq_gets_at_least_98_of_100_held_out_dates(server: RunningServer) -> None:
+def test_dates_seq2seq_gets_at_least_98_of_100_held_out_dates(zoo_server: RunningServer) -> None:
     require_models(DATES)
     pairs = _held_out_dates(100)
     assert len(pairs) == 100
     right, wrong = 0, []
-    with httpx.Client(base_url=server.url, timeout=60) as http:
+    with httpx.Client(base_url=zoo_server.url, timeout=60) as http:
         for human, iso in pairs:
             answer = generate(http, DATES, human, max_tokens=16)
             if answer["text_output"] == iso:
@@ -215,7 +201,7 @@ def test_dates_seq2seq_gets_at_least_98_of_100_held_out_dates(server: RunningSer
     assert right >= 98, f"{right}/100 right; wrong: {wrong[:5]}"
     # The answers are real dates, and greedy HTTP output equals an independent onnxruntime loop.
     for human, _ in pairs[:10]:
-        with httpx.Client(base_url=server.url, timeout=60) as http:
+        with httpx.Client(base_url=zoo_server.url, timeout=60) as http:
             text = generate(http, DATES, human)["text_output"]
         assert text == reference_seq2seq_greedy(human)
         dt.date.fromisoformat(text)

@@ -3,14 +3,14 @@ requests still answer right and the server still serves (a companion of the serv
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from tests.e2e.generate_support import (
+from tests.helpers.servers import RunningServer
+from tests.helpers.zoo import (
     DATES,
     GAN,
     GPT,
@@ -19,9 +19,7 @@ from tests.e2e.generate_support import (
     manifest,
     reference_lm_greedy,
     require_models,
-    zoo_server,
 )
-from tests.e2e.server import RunningServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 HUGE = "x" * 100_000
@@ -93,18 +91,6 @@ def sequence_body(length: int) -> bytes:
     )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    require_models()
-    yield from zoo_server(tmp_path_factory)
-
-
-@pytest.fixture
-def client(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60) as http:
-        yield http
-
-
 @pytest.mark.parametrize("route", ["generate", "generate_stream"])
 @pytest.mark.parametrize("case", GENERATE_CASES, ids=[c[0] for c in GENERATE_CASES])
 def test_bad_generate_request(client: httpx.Client, route: str, case: tuple[str, str, Any, int, str]) -> None:
@@ -142,10 +128,10 @@ def test_sequences_the_classifiers_cannot_take(client: httpx.Client, name: str) 
 
 
 def test_good_requests_still_answer_right_after_the_table(
-    client: httpx.Client, server: RunningServer
+    client: httpx.Client, zoo_server: RunningServer
 ) -> None:
     require_models(GPT)
-    assert server.process.poll() is None
+    assert zoo_server.process.poll() is None
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").status_code == 200
     expected = "".join(reference_lm_greedy("The ", max_tokens=20))
@@ -153,5 +139,5 @@ def test_good_requests_still_answer_right_after_the_table(
     with client.stream("POST", f"/v2/models/{GPT}/generate_stream", json=gen(max_tokens=5)) as response:
         assert response.status_code == 200
         assert len([line for line in response.iter_lines() if line]) == 6
-    bad_log = server.log()
+    bad_log = zoo_server.log()
     assert "Traceback" not in bad_log, bad_log[-2000:]

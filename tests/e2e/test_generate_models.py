@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -12,31 +11,17 @@ import orjson
 import pytest
 from PIL import Image
 
-from tests.e2e.generate_support import (
+from tests.helpers.zoo import (
     DISCRIMINATOR,
     GAN,
     SEQUENCE_MODELS,
     manifest,
     require_models,
     session,
-    zoo_server,
 )
-from tests.e2e.server import RunningServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SCALE, GUTTER = 8, 4  # the endpoint's defaults
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    require_models()
-    yield from zoo_server(tmp_path_factory)
-
-
-@pytest.fixture
-def client(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60) as http:
-        yield http
 
 
 def infer(client: httpx.Client, model: str, name: str, array: np.ndarray) -> dict[str, np.ndarray]:

@@ -9,8 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.e2e.server import start_server
-from tests.service.onnx_models import build_repository
+from tests.helpers.onnx_models import build_repository
+from tests.helpers.servers import start_server
 
 pytestmark = [
     pytest.mark.e2e,
@@ -28,6 +28,7 @@ def test_models_run_on_cuda_and_match_the_cpu(tmp_path: Path) -> None:
         repository,
         tmp_path / "server.log",
         env={"RECAP_PROVIDERS": '["cuda", "cpu"]', "RECAP_STRICT_PROVIDERS": "true"},
+        wait_path="/v2/health/live",  # the test repository holds broken models on purpose
     )
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from tests.e2e.conftest import E2E
+from tests.helpers.servers import E2E
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

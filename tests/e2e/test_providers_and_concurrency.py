@@ -10,9 +10,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.e2e.conftest import E2E
-from tests.e2e.server import start_server
-from tests.service.onnx_models import classifier, write_model
+from tests.helpers.onnx_models import classifier, write_model
+from tests.helpers.servers import E2E, start_server
 
 pytestmark = pytest.mark.e2e
 LABELS = {"task": "multiclass_classification", "labels": ["a", "b", "c"]}
@@ -27,7 +26,7 @@ def test_cuda_requested_without_a_gpu(tmp_path: Path, strict: bool) -> None:
     write_model(repository, "first", classifier(4, 3, seed=1), manifest=LABELS)
     write_model(repository, "second", classifier(4, 3, seed=2), manifest=LABELS)
     env = {"RECAP_PROVIDERS": '["cuda", "cpu"]', "RECAP_STRICT_PROVIDERS": str(strict).lower()}
-    server = start_server(repository, tmp_path / "server.log", env=env)
+    server = start_server(repository, tmp_path / "server.log", env=env, wait_path="/v2/health/live")
     try:
         with httpx.Client(base_url=server.url) as client:
             metadata = [client.get(f"/v2/models/{name}").json() for name in ("first", "second")]

@@ -10,7 +10,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.conftest import E2E
+from tests.helpers.servers import E2E
 
 pytestmark = pytest.mark.e2e
 

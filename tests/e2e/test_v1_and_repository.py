@@ -7,7 +7,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.e2e.conftest import E2E
+from tests.helpers.servers import E2E
 
 pytestmark = pytest.mark.e2e
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.load.realserver import Server, running_server, service_available
+from tests.helpers.servers import RunningServer, running_server, service_available
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     reason = service_available()
     if reason:
         pytest.skip(reason)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.compose import command_of
-from tests.load.realserver import REPO, Server, free_port, locust_command, stop
-from tests.load.scenarios import plan_for, stats_rows
+from tests.helpers.compose import command_of
+from tests.helpers.load_plan import plan_for, stats_rows
+from tests.helpers.servers import REPO, RunningServer, free_port, locust_command, stop
 
 WORKERS = 2
 
@@ -25,7 +25,7 @@ def _native(command: list[str], replacements: dict[str, str]) -> list[str]:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_master_and_two_workers(server: Server, tmp_path: Path) -> None:
+def test_master_and_two_workers(server: RunningServer, tmp_path: Path) -> None:
     plan = plan_for(server.url)
     master_cmd, worker_cmd = command_of("locust-master"), command_of("locust-worker")
     assert master_cmd[master_cmd.index("--host") + 1] == "http://service:8000"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from load.catalog import PAYLOAD_DIR, load_models
-from tests.load.realserver import REPO, Server, locust_command
-from tests.load.scenarios import REQUEST_NAMES, plan_for, stats_rows
+from tests.helpers.load_plan import REQUEST_NAMES, plan_for, stats_rows
+from tests.helpers.servers import REPO, RunningServer, locust_command
 
 REPORTS = REPO / "reports" / "load"  # the Makefile's LOAD_REPORTS default: the known folder
 VENV = Path(sys.executable).parent.parent
@@ -22,7 +22,7 @@ VENV = Path(sys.executable).parent.parent
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_every_scenario_for_20_seconds(server: Server) -> None:
+def test_every_scenario_for_20_seconds(server: RunningServer) -> None:
     plan = plan_for(server.url)
     for reason in plan.reasons:
         print(f"load test scope: {reason}")  # the CI log says what was left out and why
@@ -71,7 +71,7 @@ def test_every_scenario_for_20_seconds(server: Server) -> None:
 
 
 @pytest.mark.e2e
-def test_a_wrong_answer_fails_the_run(server: Server, tmp_path: Path) -> None:
+def test_a_wrong_answer_fails_the_run(server: RunningServer, tmp_path: Path) -> None:
     """The checks are wired: with labels that do not match the model, 200 answers count as failures."""
     payloads = tmp_path / "payloads"
     shutil.copytree(PAYLOAD_DIR, payloads)
@@ -93,12 +93,3 @@ def test_a_wrong_answer_fails_the_run(server: Server, tmp_path: Path) -> None:
     assert total["Failure Count"] == total["Request Count"], total
     failures = (tmp_path / "run_failures.csv").read_text()
     assert "CheckError" in failures and "expected" in failures, failures
-
-
-@pytest.mark.e2e
-def test_generation_scenarios_are_served(server: Server) -> None:
-    """Generation comes in a later issue: until its routes and models exist, skip and say what is missing."""
-    plan = plan_for(server.url)
-    missing = [r for r in plan.reasons if r.split(":")[0] in ("generate", "stream", "gan")]
-    if missing:
-        pytest.skip("generation scenarios left out of the load test: " + "; ".join(missing))

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from service.settings import Settings
-from tests.service.conftest import make_client
+from tests.helpers.apps import make_client
 
 
 def test_metrics_names_and_labels(repo_dir: Path) -> None:
@@ -20,7 +20,7 @@ def test_metrics_names_and_labels(repo_dir: Path) -> None:
         assert client.post("/v2/models/iris-like/versions/1/infer", json=body).status_code == 200
         assert client.post("/v2/models/unknown-model/infer", json=body).status_code == 404
         text = client.get("/metrics").text
-    labels = 'model="iris-like",protocol="v2",version="1"'
+    labels = 'endpoint="infer",model="iris-like",protocol="v2",version="1"'
     assert f"recap_requests_total{{{labels}}} 1.0" in text
     assert f"recap_request_duration_seconds_count{{{labels}}} 1.0" in text
     assert 'recap_inference_rows_total{model="iris-like",version="1"} 2.0' in text
@@ -28,9 +28,12 @@ def test_metrics_names_and_labels(repo_dir: Path) -> None:
     assert 'recap_inference_duration_seconds_bucket{le="1e-05",model="iris-like",version="1"}' in text
     assert 'recap_model_ready{model="corrupt",version="1"} 0.0' in text
     assert 'recap_model_ready{model="iris-like",version="1"} 1.0' in text
-    unknown = 'recap_request_failures_total{model="",protocol="v2",reason="model_not_found",version=""} 1.0'
+    unknown = (
+        'recap_request_failures_total{endpoint="infer",model="",protocol="v2",reason="model_not_found",'
+        'version=""} 1.0'
+    )
     assert unknown in text
-    assert 'recap_requests_total{model="",protocol="v2",version=""} 1.0' in text
+    assert 'recap_requests_total{endpoint="infer",model="",protocol="v2",version=""} 1.0' in text
     assert "unknown-model" not in text  # client strings never become label values
 
 

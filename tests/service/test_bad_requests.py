@@ -12,7 +12,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service.conftest import make_client
+from tests.helpers.apps import make_client
 
 SECRET = "SECRET-PAYLOAD-MARKER"
 IRIS = "/v2/models/iris-like/infer"  # version 2: max_batch_size 8
@@ -279,10 +279,11 @@ def test_a_good_request_still_answers_right_after_all_of_them(limited: TestClien
     np.testing.assert_allclose(got, session.run(["probabilities"], {"input": rows})[0], atol=1e-6)
     metrics = limited.get("/metrics").text
     assert (
-        'recap_request_failures_total{model="iris-like",protocol="v2",reason="invalid_input",version="2"}'
+        'recap_request_failures_total{endpoint="infer",model="iris-like",protocol="v2",reason="invalid_input",version="2"}'
         in metrics
     )
     assert (
-        'recap_request_failures_total{model="",protocol="v2",reason="model_not_found",version=""}' in metrics
+        'recap_request_failures_total{endpoint="infer",model="",protocol="v2",reason="model_not_found",version=""}'
+        in metrics
     )
     assert 'reason="payload_too_large"' in metrics and 'reason="model_not_ready"' in metrics

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.service.conftest import make_client
+from tests.helpers.apps import make_client
 
 VALUES: list[Any] = [
     float("nan"), float("inf"), 2**64, 10**30, -(2**70), 0, 1, -1, 1.5, 1e39, -1e300, 2**63, True, False,

@@ -17,7 +17,7 @@ from PIL import Image
 
 from service.main import create_app
 from service.settings import Settings
-from tests.service.test_generation import SPECIALS, VOCAB, bigram_lm_model, copy_seq2seq_model, cycle_table
+from tests.helpers.text_models import SPECIALS, VOCAB, bigram_lm_model, copy_seq2seq_model, cycle_table
 
 LATENT = 4
 

@@ -6,6 +6,7 @@ import pytest
 from service.errors import InvalidInputError
 from service.runtime.postprocess import class_labels, class_scores, top_k_strings
 from service.runtime.session import TensorSpec, check_input
+from service.runtime.tokenizer import CharTokenizer
 
 VOCAB = ["<pad>", "a", "b", ":"]
 
@@ -21,7 +22,7 @@ def test_language_model_scores_are_the_softmax_of_the_last_position() -> None:
 
 def test_next_token_top_k_is_labelled_with_the_vocabulary() -> None:
     logits = np.log(np.array([[[0.25, 0.25, 0.25, 0.25], [0.1, 0.2, 0.3, 0.4]]], dtype=np.float32))
-    labels = class_labels("language_model", None, {"type": "char", "vocab": VOCAB})
+    labels = class_labels("language_model", None, CharTokenizer(tuple(VOCAB), {"pad": 0}))
     top = top_k_strings(class_scores(logits, "logits", "language_model"), 2, labels)
     (first, second) = top[0]
     assert first.startswith("0.4") and first.endswith(":3::")
@@ -31,7 +32,7 @@ def test_next_token_top_k_is_labelled_with_the_vocabulary() -> None:
 
 def test_labels_of_other_models_are_untouched() -> None:
     assert class_labels("multiclass_classification", ["x", "y"], None) == ["x", "y"]
-    assert class_labels("multiclass_classification", None, {"vocab": VOCAB}) is None
+    assert class_labels("multiclass_classification", None, CharTokenizer(tuple(VOCAB))) is None
     other = np.ones((2, 3, 4))
     assert class_scores(other, "logits", "sequence_classification") is other
 

@@ -12,9 +12,11 @@ import pytest
 from service.errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError
 from service.metrics import Metrics
 from service.runtime import session as session_module
+from service.runtime.model import LoadedModel
 from service.runtime.repository import Repository
 from service.runtime.session import SessionConfig
-from tests.service.onnx_models import classifier, write_model
+from service.runtime.tensors import DATATYPES
+from tests.helpers.onnx_models import SEQUENCE_TOKENIZER, classifier, sequence_model, write_model
 
 
 def load(root: Path, **config: object) -> Repository:
@@ -50,8 +52,8 @@ def test_bare_model_is_served_from_the_graph(repository: Repository) -> None:
         {"name": "a", "datatype": "FP32", "shape": [-1, 2]},
         {"name": "b", "datatype": "FP32", "shape": [-1, 2]},
     ]
-    result = adder.run({"a": np.ones((1, 2), np.float32), "b": np.ones((1, 2), np.float32)})
-    np.testing.assert_array_equal(result["sum"], [[2, 2]])
+    (result,) = adder.run(["sum"], {"a": np.ones((1, 2), np.float32), "b": np.ones((1, 2), np.float32)})
+    np.testing.assert_array_equal(result, [[2, 2]])
 
 
 def test_broken_models_are_not_ready_with_a_reason(repo_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -66,9 +68,8 @@ def test_broken_models_are_not_ready_with_a_reason(repo_dir: Path, caplog: pytes
         assert str(repo_dir) not in reason  # no server paths in what clients see
         assert f"model {name} version 1 is not ready" in caplog.text
         with pytest.raises(ModelNotReadyError, match="is not ready"):
-            repository.get(name).run({})
+            repository.get(name).require_session()
     assert repository.get("iris-like").ready  # the others serve
-    assert not repository.ready
 
 
 def test_bad_model_json_makes_the_model_not_ready(tmp_path: Path) -> None:
@@ -85,30 +86,54 @@ def test_bad_model_json_makes_the_model_not_ready(tmp_path: Path) -> None:
     assert {m.name for m in repository.models()} == {"bad-json", "bad-task", "ok"}
 
 
-def test_run_checks_its_inputs(repository: Repository) -> None:
+def checked(model: LoadedModel, feeds: dict[str, np.ndarray]) -> None:
+    """The checks every protocol makes, in the order they make them (see service.runtime.model)."""
+    for name, array in feeds.items():
+        spec = model.input_spec(name)
+        model.check_input(spec, next(k for k, v in DATATYPES.items() if v == array.dtype), array.shape)
+    model.check_complete(feeds)
+
+
+def test_a_text_model_that_cannot_generate_is_not_ready_from_the_start(tmp_path: Path) -> None:
+    text = {"task": "language_model", "max_sequence_length": 8}
+    write_model(tmp_path, "no-tokenizer", sequence_model(), manifest=text)
+    write_model(tmp_path, "bad-vocab", sequence_model(), manifest=text | {"tokenizer": {"vocab": "abc"}})
+    write_model(tmp_path, "good", sequence_model(), manifest=text | {"tokenizer": SEQUENCE_TOKENIZER})
+    repository = load(tmp_path)
+    assert repository.get("no-tokenizer").reason == "cannot generate text: model.json has no tokenizer"
+    assert "tokenizer.vocab must be a list of strings" in (repository.get("bad-vocab").reason or "")
+    good = repository.get("good")
+    assert good.ready and good.text is not None and good.class_labels == list("abcdefghijklmnop")
+
+
+def test_the_input_checks_every_protocol_makes(repository: Repository) -> None:
     model = repository.get("iris-like", "1")
     good = np.zeros((2, 4), np.float32)
-    assert model.run({"input": good})["probabilities"].shape == (2, 3)
-    with pytest.raises(InvalidInputError, match="missing input 'input'"):
-        model.run({})
-    with pytest.raises(InvalidInputError, match="unknown input 'x'"):
-        model.run({"input": good, "x": good})
+    checked(model, {"input": good})
+    (probabilities,) = model.run(["probabilities"], {"input": good})
+    assert probabilities.shape == (2, 3)
+    with pytest.raises(InvalidInputError, match="missing input 'input'; the model takes input"):
+        checked(model, {})
+    with pytest.raises(InvalidInputError, match="unknown input 'x'; the model takes input"):
+        checked(model, {"input": good, "x": good})
     with pytest.raises(InvalidInputError, match="datatype FP64 does not match the model's FP32"):
-        model.run({"input": good.astype(np.float64)})
+        checked(model, {"input": good.astype(np.float64)})
     with pytest.raises(InvalidInputError, match="axis 1 must be 4"):
-        model.run({"input": np.zeros((2, 5), np.float32)})
-    with pytest.raises(InvalidInputError, match="unknown output 'nope'"):
-        model.run({"input": good}, ["nope"])
+        checked(model, {"input": np.zeros((2, 5), np.float32)})
+    with pytest.raises(InvalidInputError, match="unknown output 'nope'; the model's outputs are logits"):
+        model.output_spec("nope")
+    with pytest.raises(InvalidInputError, match="unknown output a missing name"):
+        model.output_spec(None)
     with pytest.raises(InvalidInputError, match="over the model's limit of 8"):
-        repository.get("iris-like").run({"input": np.zeros((9, 4), np.float32)})
+        checked(repository.get("iris-like"), {"input": np.zeros((9, 4), np.float32)})
     with pytest.raises(InvalidInputError, match="sequence length 9 is over the model's maximum of 8"):
-        repository.get("sequence").run({"input_ids": np.zeros((1, 9), np.int64)})
+        checked(repository.get("sequence"), {"input_ids": np.zeros((1, 9), np.int64)})
 
 
 def test_run_records_compute_metrics(repo_dir: Path) -> None:
     repository = load(repo_dir)
     model = repository.get("iris-like", "1")
-    model.run({"input": np.zeros((3, 4), np.float32)})
+    model.run(["probabilities"], {"input": np.zeros((3, 4), np.float32)})
     registry = repository.metrics.registry
     labels = {"model": "iris-like", "version": "1"}
     assert registry.get_sample_value("recap_inference_rows_total", labels) == 3

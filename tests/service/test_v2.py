@@ -12,12 +12,12 @@ import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.infer import FastInferMiddleware
+from service.api.front import FrontDoor
 from service.main import create_app
 from service.runtime.tensors import numpy_to_binary
 from service.settings import Settings
-from tests.service.conftest import make_client
-from tests.service.test_tensors import SAMPLES
+from tests.helpers.apps import make_client
+from tests.helpers.tensor_samples import SAMPLES
 
 
 def test_server_metadata_with_and_without_trailing_slash(client: TestClient) -> None:
@@ -205,9 +205,9 @@ def test_big_batches_run_in_a_worker_thread(repo_dir: Path) -> None:
 
 
 def test_the_documented_infer_routes_answer_too(client: TestClient, repo_dir: Path) -> None:
-    # FastInferMiddleware answers infer before routing; the routes behind it must answer the same.
+    # The front door answers infer before routing; the routes behind it must answer the same.
     app = create_app(Settings(model_repository=repo_dir))
-    app.user_middleware = [m for m in app.user_middleware if m.cls is not FastInferMiddleware]
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not FrontDoor]
     body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [0.1] * 4}]}
     with TestClient(app) as router_client:
         via_route = router_client.post("/v2/models/iris-like/versions/1/infer", json=body)
@@ -216,7 +216,7 @@ def test_the_documented_infer_routes_answer_too(client: TestClient, repo_dir: Pa
     while layer is not None:
         layers.append(type(layer).__name__)
         layer = getattr(layer, "app", None)
-    assert "FastInferMiddleware" not in layers and "BodyLimitMiddleware" in layers
+    assert "FrontDoor" not in layers
     assert via_route.status_code == 200
     assert via_route.json() == client.post("/v2/models/iris-like/versions/1/infer", json=body).json()
     assert missing.status_code == 404 and missing.json() == {"error": "unknown model 'nope'"}

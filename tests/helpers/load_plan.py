@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from load.catalog import load_models, load_prompts
-from tests.load.realserver import http_get
+from tests.helpers.servers import http_get
 
 GAN_MODEL = "digits-gan-generator"
 # tag -> the request-name prefix its task reports in Locust's stats

@@ -94,6 +94,10 @@ def adder() -> onnx.ModelProto:
     return _model(graph)
 
 
+# The sequence model's ids are 16 characters (its table has 16 rows).
+SEQUENCE_TOKENIZER = {"type": "char", "vocab": list("abcdefghijklmnop"), "special_tokens": {}}
+
+
 def sequence_model(width: int = 4) -> onnx.ModelProto:
     """input_ids INT64 [batch, sequence] -> logits FP32 [batch, sequence, width] (a one-hot-ish lookup)."""
     table = np.arange(16 * width, dtype=np.float32).reshape(16, width) / 10
@@ -174,9 +178,8 @@ def build_repository(root: Path) -> Path:
     for datatype in V2_TO_ONNX:
         write_model(root, f"identity-{datatype.lower()}", identity(datatype), manifest={"task": "regression"})
     write_model(root, "adder", adder())  # bare: no model.json
-    write_model(
-        root, "sequence", sequence_model(), manifest={"task": "language_model", "max_sequence_length": 8}
-    )
+    sequence = {"task": "language_model", "max_sequence_length": 8, "tokenizer": SEQUENCE_TOKENIZER}
+    write_model(root, "sequence", sequence_model(), manifest=sequence)
     write_model(root, "corrupt", b"this is not an onnx file", manifest={"task": "regression"})
     write_model(root, "tampered", classifier(4, 3), manifest={"task": "regression", "sha256": "0" * 64})
     write_model(root, "unsupported", unsupported_op())

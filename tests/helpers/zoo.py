@@ -1,4 +1,4 @@
-"""Shared by tests/e2e/test_generate*.py: the real server, the zoo's models and independent references.
+"""The zoo's models as the e2e tests see them: their files, independent references, small HTTP helpers.
 
 The references here are written from model.json and onnxruntime alone (no service code): the test
 proves the server against them, not against itself.
@@ -6,8 +6,6 @@ proves the server against them, not against itself.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +15,13 @@ import onnxruntime as ort
 import orjson
 import pytest
 
-from tests.e2e.server import ZOO, RunningServer, start_server
-
-# The zoo by default; RECAP_TEST_MODEL_REPOSITORY points the tests at another repository (development).
-MODELS = Path(os.environ.get("RECAP_TEST_MODEL_REPOSITORY", ZOO))
+from tests.helpers.servers import MODELS
 
 GPT = "pydoc-gpt"
 DATES = "dates-seq2seq"
 GAN = "digits-gan-generator"
 DISCRIMINATOR = "digits-gan-discriminator"
 SEQUENCE_MODELS = ("digits-rnn", "digits-lstm", "digits-gru", "digits-transformer")
-# Settings of the e2e server: a high max_tokens cap so a disconnected stream has plenty left to skip,
-# and a small stream cap so the 429 is cheap to reach.
-SERVER_ENV = {
-    "RECAP_GENERATE_MAX_TOKENS": "4000",
-    "RECAP_GENERATE_MAX_STREAMS": "3",
-    "RECAP_GENERATE_MAX_PROMPT_LENGTH": "2000",
-}
 
 
 def model_dir(name: str) -> Path:
@@ -54,16 +42,6 @@ def manifest(name: str) -> dict[str, Any]:
 
 def session(name: str) -> ort.InferenceSession:
     return ort.InferenceSession(str(model_dir(name) / "model.onnx"), providers=["CPUExecutionProvider"])
-
-
-def zoo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """The real server (`python -m service`) on a free port, serving the zoo with SERVER_ENV."""
-    log = tmp_path_factory.mktemp("generate-server") / "server.log"
-    server = start_server(MODELS, log, env=SERVER_ENV, wait_path="/v2/health/ready", timeout=120)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class Vocabulary:

@@ -1,0 +1,199 @@
+"""The request pipeline: the one path every request takes, whatever its protocol.
+
+A protocol adapter (the REST fast path and FastAPI routes today; gRPC and OpenAI later) names the
+endpoint, the model and a `work` coroutine, and gets back either the work's result or a `Failure` that
+it encodes its own way ({"error": "..."} JSON for REST). The pipeline decides *what* went wrong; the
+adapter decides how to say it. Each step is written once, here:
+
+1. start the timer; the call carries the request id (set by the front door for every log line);
+2. admission: a declared body over --max-body-bytes is refused before a byte is read
+   (auth, concurrency limits and deadlines come here as well);
+3. look the model up (an unknown model or version is counted once, as model="" version="");
+4. require a ready session when the endpoint runs the model;
+5. run `work(call, model, argument)`; it reads its body with `call.read_body`, which counts it
+   against the same limit;
+6. map a domain error to its status and count the failure with its reason; log an unexpected error
+   with its traceback and answer an opaque 500;
+7. count the request and observe its duration; a stream defers this to its end (`Call.defer`).
+
+A cross-cutting concern is a step here, never a copy in an endpoint module.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from starlette.types import Receive
+
+from service.api.errors import status_of
+from service.errors import (
+    ClientDisconnectedError,
+    InternalError,
+    PayloadTooLargeError,
+    RecapError,
+)
+from service.metrics import EndpointMetrics, Metrics, ModelMetrics
+from service.runtime.model import LoadedModel
+from service.runtime.repository import Repository
+
+log = logging.getLogger(__name__)
+A = TypeVar("A")
+T = TypeVar("T")
+OPAQUE_MESSAGE = "internal server error"
+
+
+@dataclass(frozen=True, eq=False)
+class Endpoint:
+    """One operation of one protocol; `protocol` and `name` are its metric labels."""
+
+    protocol: str
+    name: str
+    # False for metadata and status: they answer for a model that is not ready too.
+    needs_session: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """How a request failed: the domain error (what) and its HTTP status (the REST/OpenAI spelling)."""
+
+    status: int
+    error: RecapError
+
+    @property
+    def message(self) -> str:
+        return self.error.message
+
+
+class Call:
+    """One request in the pipeline: its endpoint, id, clock, and the metrics it is counted under."""
+
+    __slots__ = ("_children", "_done", "body_limit", "deferred", "endpoint", "metrics", "request_id", "start")
+
+    def __init__(self, endpoint: Endpoint, request_id: str, metrics: ModelMetrics, body_limit: int) -> None:
+        self.endpoint = endpoint
+        self.request_id = request_id
+        self.metrics = metrics
+        self.body_limit = body_limit
+        self.start = time.perf_counter()
+        self._children: EndpointMetrics | None = None  # resolved once the model is known, or at the end
+        self.deferred = False
+        self._done = False
+
+    def bind(self, metrics: ModelMetrics) -> None:
+        """From now on the request counts under this model version."""
+        self.metrics = metrics
+        self._children = metrics.endpoint(self.endpoint)
+
+    @property
+    def children(self) -> EndpointMetrics:
+        if self._children is None:
+            self._children = self.metrics.endpoint(self.endpoint)
+        return self._children
+
+    async def read_body(self, receive: Receive) -> bytes:
+        """The whole ASGI request body, refused with 413 once it passes the body limit."""
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnectedError("the client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.body_limit:
+                raise PayloadTooLargeError(f"request body is over the limit of {self.body_limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def fail(self, error: RecapError) -> Failure:
+        """Count a failure with its reason and say how it maps to a status."""
+        self.children.failure(error.code)
+        return Failure(status_of(error), error)
+
+    def fail_unexpected(self, error: BaseException) -> Failure:
+        """An error nobody anticipated: its traceback goes to the log, the client gets an opaque 500."""
+        log.error(
+            "unexpected error in %s %s for model %r",
+            self.endpoint.protocol,
+            self.endpoint.name,
+            self.metrics.model,
+            exc_info=error,
+        )
+        return self.fail(InternalError(OPAQUE_MESSAGE))
+
+    def defer(self) -> None:
+        """The work hands its answer to a stream: `finish` is called when the stream ends."""
+        self.deferred = True
+
+    async def guarded(
+        self, body: AsyncIterator[bytes], say: Callable[[Failure], bytes]
+    ) -> AsyncGenerator[bytes, None]:
+        """A stream body whose failure after the headers went out is counted like any other and told
+        to the client as one last chunk (`say` encodes it: an SSE error event, say)."""
+        try:
+            async for chunk in body:
+                yield chunk
+        except RecapError as error:
+            yield say(self.fail(error))
+        except Exception as error:
+            yield say(self.fail_unexpected(error))
+
+    def finish(self) -> None:
+        """Count the request and observe its duration, once."""
+        if not self._done:
+            self._done = True
+            children = self.children
+            children.requests.inc()
+            children.duration.observe(time.perf_counter() - self.start)
+
+
+Work = Callable[[Call, LoadedModel, A], Awaitable[T]]
+
+
+class Pipeline:
+    """The steps every model request passes through (see the module docstring)."""
+
+    def __init__(self, repository: Repository, metrics: Metrics, max_body_bytes: int) -> None:
+        self.repository = repository
+        self.unknown = metrics.unknown
+        self.max_body_bytes = max_body_bytes
+
+    async def run(
+        self,
+        endpoint: Endpoint,
+        work: Work[A, T],
+        argument: A,
+        *,
+        request_id: str,
+        model_name: str,
+        model_version: str | None,
+        content_length: int | None = None,
+    ) -> T | Failure:
+        call = Call(endpoint, request_id, self.unknown, self.max_body_bytes)
+        result: T | Failure
+        try:
+            try:
+                if content_length is not None and content_length > self.max_body_bytes:
+                    raise PayloadTooLargeError(
+                        f"request body of {content_length} bytes is over the limit of {self.max_body_bytes}"
+                    )
+                model = self.repository.get(model_name, model_version)
+                call.bind(model.metrics)
+                if endpoint.needs_session:
+                    model.require_session()
+                result = await work(call, model, argument)
+            except RecapError as error:
+                call.deferred = False  # no stream was handed out
+                result = call.fail(error)
+            except Exception as error:
+                call.deferred = False
+                result = call.fail_unexpected(error)
+        finally:
+            if not call.deferred:
+                call.finish()
+        return result

@@ -1,0 +1,75 @@
+"""REST plumbing every router shares: JSON in and out, and a FastAPI route run through the pipeline."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.api.errors import error_response
+from service.api.front import request_id_of
+from service.api.pipeline import Endpoint, Failure, Pipeline, Work
+from service.errors import InvalidInputError
+
+A = TypeVar("A")
+
+
+def parse_json(body: bytes | memoryview) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        hint = ""
+        if b"NaN" in body or b"Infinity" in body:
+            hint = " (NaN and Infinity are not JSON numbers; the model takes finite numbers)"
+        raise InvalidInputError(f"request body is not valid JSON: {error}{hint}") from error
+
+
+def parse_object(body: bytes) -> dict[str, Any]:
+    """A JSON body that must be an object."""
+    document = parse_json(body)
+    if type(document) is not dict:
+        raise InvalidInputError("request body must be a JSON object")
+    return document
+
+
+def json_response(document: object, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def failure_response(failure: Failure) -> Response:
+    return error_response(failure.status, failure.message)
+
+
+def content_length(request: Request) -> int | None:
+    declared = request.headers.get("content-length")
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
+async def serve(
+    pipeline: Pipeline,
+    request: Request,
+    endpoint: Endpoint,
+    work: Work[A, Response],
+    argument: A,
+) -> Response:
+    """Run a FastAPI route's work through the pipeline; a failure becomes `{"error": ...}`.
+
+    The model comes from the route's path parameters `model_name` and `model_version`.
+    """
+    params = request.path_params
+    result = await pipeline.run(
+        endpoint,
+        work,
+        argument,
+        request_id=request_id_of(request.scope),
+        model_name=params["model_name"],
+        model_version=params.get("model_version"),
+        content_length=content_length(request),
+    )
+    return failure_response(result) if isinstance(result, Failure) else result

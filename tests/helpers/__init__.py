@@ -1,0 +1,1 @@
+"""What several test modules share: real server processes, tiny ONNX models, zoo references, apps."""
