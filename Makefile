@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test models lint typecheck unit install install-serve system-deps bench bench-generate load load-distributed clean
+.PHONY: serve test models lint typecheck unit install install-serve system-deps bench bench-ab bench-generate load load-distributed clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ models: install
 BENCH_ARGS ?=
 bench: install
 	$(PY) -m bench.bench $(BENCH_ARGS)
+
+## bench-ab: the no-regression rule: this checkout vs BASE (default HEAD^), 3 alternating runs each
+BASE ?= HEAD^
+bench-ab: install
+	$(PY) -m bench.bench --ab $(BASE) $(BENCH_ARGS)
 
 ## bench-generate: pydoc-gpt tokens/s and event-loop latency, steps in worker threads vs inline
 bench-generate: install

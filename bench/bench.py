@@ -1,14 +1,25 @@
 """Throughput benchmark: recap-serve V2 JSON infer (one breast-cancer row) vs a bare FastAPI endpoint.
 
 The server under test is pinned to core 0 (`taskset -c 0`), wrk to core 1, 64 connections. Prints
-req/s, errors and the ratio to the bare endpoint measured in the same run, then the resident memory
-of the server with the whole repository loaded. Not a test: it prints figures (see README
-"## Performance"). Usage: python -m bench.bench [--duration 10] [--model-repository models]
+req/s, errors, p50/p99, the ratio to the bare endpoint measured in the same run, the server's CPU time
+per request, and its resident memory with the whole repository loaded. Not a test: it prints figures
+(README "## Performance").
+
+    python -m bench.bench [--duration 10] [--model-repository models]
+    python -m bench.bench --ab [COMMIT]      # this checkout vs COMMIT (default HEAD^), 3 runs each
+    make bench-ab BASE=<commit>              # the same through make
+
+`--ab` is the project's no-regression rule: the two servers (the old code extracted with `git archive`,
+both on the same model repository and the same venv) run alternately, `--rounds` times each, and the
+median server CPU us/request of each and their ratio are printed. "No regression" means the new
+median is at most 5 % above the old one. CPU time per request is less sensitive to other load on the
+machine than req/s; check `vmstat 1 5` before quoting a figure anyway.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import json
 import os
@@ -16,11 +27,14 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +44,7 @@ from onnx import TensorProto, helper, numpy_helper
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "breast-cancer-mlp"
 FEATURES = 30
+NO_REGRESSION = 1.05  # new median CPU us/request at most 5 % above the old one
 # The same uvicorn settings as `python -m service` uses.
 UVICORN_FLAGS = ["--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
 UVICORN_FLAGS += ["--no-server-header", "--no-date-header"]
@@ -41,9 +56,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(url: str, timeout: float = 60.0) -> None:
+def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise RuntimeError(f"the server exited with {process.returncode}:\n{stderr[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
@@ -98,13 +116,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(url: str, body_file: Path, duration: int, connections: int, pid: int) -> dict[str, float]:
-    """wrk figures plus the server's CPU time per request (less sensitive to other load than req/s)."""
-    before = cpu_seconds(pid)
-    result = run_wrk(url, body_file, duration, connections)
-    spent = cpu_seconds(pid) - before
-    result["cpu_us"] = spent / max(result["rps"] * duration, 1) * 1e6
-    return result
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def run_wrk(url: str, body_file: Path, duration: int, connections: int) -> dict[str, float]:
@@ -129,30 +145,103 @@ def run_wrk(url: str, body_file: Path, duration: int, connections: int) -> dict[
     }
 
 
-def start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        ["taskset", "-c", "0", *command],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+@dataclass
+class Target:
+    """One server to measure: how to start it, where it answers, and what it measured."""
+
+    label: str
+    argv: list[str]  # {port} is replaced by a free port
+    ready_path: str
+    infer_path: str
+    cwd: Path = ROOT
+    env: dict[str, str] = field(default_factory=dict)
+    runs: list[dict[str, float]] = field(default_factory=list)
+
+    def measure(self, body_file: Path, duration: int, connections: int) -> dict[str, float]:
+        """Start the server on core 0, warm it up, run wrk on core 1, stop it; the figures of one run."""
+        port = free_port()
+        argv = ["taskset", "-c", "0", *(part.replace("{port}", str(port)) for part in self.argv)]
+        process = subprocess.Popen(
+            argv,
+            cwd=self.cwd,
+            env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_for(base + self.ready_path, process)
+            resident = rss_mib(process.pid)
+            run_wrk(base + self.infer_path, body_file, 2, connections)  # warm-up
+            before = cpu_seconds(process.pid)
+            result = run_wrk(base + self.infer_path, body_file, duration, connections)
+            spent = cpu_seconds(process.pid) - before
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        result["cpu_us"] = spent / max(result["rps"] * duration, 1) * 1e6
+        result["rss_mib"] = resident
+        self.runs.append(result)
+        return result
+
+    def median(self, key: str) -> float:
+        return statistics.median(run[key] for run in self.runs)
+
+
+def recap_target(label: str, repository: Path, code: Path = ROOT) -> Target:
+    """`python -m service` from the code in `code` (its own `service` package comes first on the path)."""
+    return Target(
+        label,
+        [sys.executable, "-m", "service", "--port", "{port}", "--model-repository", str(repository)],
+        ready_path=f"/v2/models/{MODEL}/ready",
+        infer_path=f"/v2/models/{MODEL}/infer",
+        cwd=code,
+        env={"RECAP_LOG_LEVEL": "warning", "PYTHONPATH": str(code)},
     )
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def bare_target() -> Target:
+    return Target(
+        "bare FastAPI constant",
+        [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", "{port}", *UVICORN_FLAGS],
+        ready_path="/docs",
+        infer_path="/v2/models/bare/infer",
+        env={"PYTHONPATH": str(ROOT)},
+    )
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def extract_commit(commit: str, into: Path) -> str:
+    """The tree of `commit` (without models/) under `into`; returns its short hash and subject."""
+    described = subprocess.run(
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%h %s", commit],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", commit, "service", "bench"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    into.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return described
+
+
+def print_table(targets: list[Target], reference: Target) -> None:
+    print(
+        f"\n{'endpoint':<34}{'runs':>5}{'req/s':>9}{'errors':>7}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'ratio':>7}{'CPU us/req':>11}"
+    )
+    for target in targets:
+        errors = sum(run["errors"] for run in target.runs)
+        print(
+            f"{target.label:<34}{len(target.runs):>5}{target.median('rps'):>9.0f}{errors:>7.0f}"
+            f"{target.median('p50_ms'):>8.2f}{target.median('p99_ms'):>8.2f}"
+            f"{target.median('rps') / reference.median('rps'):>7.2f}{target.median('cpu_us'):>11.1f}"
+        )
 
 
 def main() -> int:
@@ -160,75 +249,78 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
+    parser.add_argument(
+        "--ab", nargs="?", const="HEAD^", metavar="COMMIT", help="A/B: this checkout vs COMMIT (HEAD^)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="A/B: runs of each server, alternating")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is missing: `make system-deps` (or apt-get install -y wrk)", file=sys.stderr)
+    if shutil.which("wrk") is None or shutil.which("taskset") is None:
+        print("wrk or taskset is missing: `make system-deps` (apt-get install -y wrk)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="recap-bench-"))
-    repository = args.model_repository.resolve()
-    if not (repository / MODEL).is_dir():
-        print(f"{MODEL} is not in {repository}: benchmarking a stand-in MLP of the same shape")
-        repository = stand_in_repository(work / "models")
-    row = np.random.default_rng(0).normal(size=FEATURES).round(4).tolist()
-    body = {"inputs": [{"name": "input", "shape": [1, FEATURES], "datatype": "FP32", "data": row}]}
-    body_file = work / "body.json"
-    body_file.write_text(json.dumps(body))
-    python = sys.executable
-    results: dict[str, dict[str, float]] = {}
     try:
-        port = free_port()
-        bare = start([python, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port), *UVICORN_FLAGS])
-        try:
-            wait_for(f"http://127.0.0.1:{port}/docs")
-            run_wrk(f"http://127.0.0.1:{port}/v2/models/bare/infer", body_file, 2, args.connections)
-            results["bare FastAPI constant"] = measure(
-                f"http://127.0.0.1:{port}/v2/models/bare/infer",
-                body_file,
-                args.duration,
-                args.connections,
-                bare.pid,
-            )
-        finally:
-            stop(bare)
-        port = free_port()
-        server = start(
-            [python, "-m", "service", "--port", str(port), "--model-repository", str(repository)],
-            env={"RECAP_LOG_LEVEL": "warning"},
+        repository = args.model_repository.resolve()
+        if not (repository / MODEL).is_dir():
+            print(f"{MODEL} is not in {repository}: benchmarking a stand-in MLP of the same shape")
+            repository = stand_in_repository(work / "models")
+        row = np.random.default_rng(0).normal(size=FEATURES).round(4).tolist()
+        body = {"inputs": [{"name": "input", "shape": [1, FEATURES], "datatype": "FP32", "data": row}]}
+        body_file = work / "body.json"
+        body_file.write_text(json.dumps(body))
+        measure = (body_file, args.duration, args.connections)
+        if args.ab:
+            return ab_test(args.ab, repository, work, measure, args.rounds)
+        bare, served = bare_target(), recap_target("recap-serve V2 infer", repository)
+        bare.measure(*measure)
+        served.measure(*measure)
+        print_table([bare, served], bare)
+        bare_cpu, served_cpu = bare.median("cpu_us"), served.median("cpu_us")
+        print(
+            f"\nserver CPU time per request: {1e6 / served_cpu:.0f} req/s per fully used core "
+            f"for recap-serve, {1e6 / bare_cpu:.0f} for the bare endpoint (ratio {bare_cpu / served_cpu:.2f})"
         )
-        try:
-            wait_for(f"http://127.0.0.1:{port}/v2/models/{MODEL}/ready")
-            resident = rss_mib(server.pid)
-            url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
-            run_wrk(url, body_file, 2, args.connections)
-            results["recap-serve V2 infer"] = measure(
-                url, body_file, args.duration, args.connections, server.pid
-            )
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/repository/index", data=b"") as response:
-                index = json.load(response)
-        finally:
-            stop(server)
+        versions = sum(1 for _ in repository.glob("*/*/model.onnx"))
+        print(f"\nserver resident memory with {versions} model versions: {served.median('rss_mib'):.0f} MiB")
+        print(f"(server on core 0, wrk -t1 -c{args.connections} -d{args.duration}s on core 1)")
+        return 0 if sum(run["errors"] for run in served.runs) == 0 else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    bare_rps = results["bare FastAPI constant"]["rps"]
-    bare_cpu = results["bare FastAPI constant"]["cpu_us"]
+
+
+def ab_test(commit: str, repository: Path, work: Path, measure: tuple[Path, int, int], rounds: int) -> int:
+    described = extract_commit(commit, work / "old")
+    old = recap_target(f"old {described[:26]}", repository, code=work / "old")
+    imported = subprocess.run(
+        [sys.executable, "-c", "import service; print(service.__file__)"],
+        cwd=old.cwd, env={**os.environ, **old.env}, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    if not Path(imported).is_relative_to(work / "old"):
+        raise RuntimeError(f"the old server would import {imported}, not the extracted commit")
+    new = recap_target("new (this checkout)", repository)
+    for round_number in range(1, rounds + 1):
+        for target in (old, new) if round_number % 2 else (new, old):  # alternate who goes first
+            result = target.measure(*measure)
+            print(
+                f"round {round_number} {target.label:<34} {result['rps']:>7.0f} req/s "
+                f"{result['cpu_us']:>6.1f} CPU us/req  errors {result['errors']:.0f}",
+                flush=True,
+            )
+    print_table([old, new], old)
+    ratio, ok = regression_verdict(old.median("cpu_us"), new.median("cpu_us"))
+    verdict = "no regression" if ok else "REGRESSION"
     print(
-        f"\n{'endpoint':<26}{'req/s':>9}{'errors':>7}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}{'CPU us/req':>11}"
+        f"\nmedian server CPU us/request: old {old.median('cpu_us'):.1f} ({described}), "
+        f"new {new.median('cpu_us'):.1f}; new/old = {ratio:.3f} -> {verdict} "
+        f"(the rule: at most {NO_REGRESSION:.2f})"
     )
-    for name, result in results.items():
-        print(
-            f"{name:<26}{result['rps']:>9.0f}{result['errors']:>7.0f}{result['p50_ms']:>8.2f}"
-            f"{result['p99_ms']:>8.2f}{result['rps'] / bare_rps:>7.2f}{result['cpu_us']:>11.1f}"
-        )
-    served_cpu = results["recap-serve V2 infer"]["cpu_us"]
-    print(
-        f"\nserver CPU time per request: {1e6 / served_cpu:.0f} req/s per fully used core "
-        f"for recap-serve, {1e6 / bare_cpu:.0f} for the bare endpoint (ratio {bare_cpu / served_cpu:.2f})"
-    )
-    ready = sum(1 for m in index if m["state"] == "READY")
-    print(f"\nserver resident memory with {ready}/{len(index)} model versions loaded: {resident:.0f} MiB")
-    print(f"(server on core 0, wrk -t1 -c{args.connections} -d{args.duration}s on core 1)")
-    served = results["recap-serve V2 infer"]
-    return 0 if served["errors"] == 0 else 1
+    errors = sum(run["errors"] for run in [*old.runs, *new.runs])
+    return 0 if ok and errors == 0 else 1
+
+
+def regression_verdict(old_cpu_us: float, new_cpu_us: float) -> tuple[float, bool]:
+    """new/old median CPU us/request, and whether that is within the rule (at most 5 % more)."""
+    ratio = new_cpu_us / old_cpu_us
+    return ratio, ratio <= NO_REGRESSION
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from typing import Any
 PAYLOAD_DIR = Path(__file__).resolve().parent / "payloads"
 # RECAP_LOAD_PAYLOADS points the Locust users at another payload folder (same file format).
 PAYLOADS = Path(os.environ.get("RECAP_LOAD_PAYLOADS") or PAYLOAD_DIR)
-PROMPTS_FILE = "prompts.json"
+PROMPTS_FILE = "prompts.json"  # hand-written: the text models' prompts (and greedy answers)
+VOCABULARIES_FILE = "vocabularies.json"  # written by make_payloads: what each text model can write
 SOFTMAX_TASKS = {"multiclass_classification", "sequence_classification"}
 SIGMOID_TASKS = {"binary_classification", "discriminator"}
 
@@ -61,17 +62,25 @@ class TabularModel:
 
 
 @dataclass(frozen=True)
-class Prompts:
-    """Prompts per text model; `max_tokens` keeps each generation short and bounded."""
+class TextScenario:
+    """What the generation scenarios send a text model, and what they accept back.
 
-    by_model: dict[str, list[str]]
+    With `temperature` 0 (greedy) every prompt has its one right answer in `expected`; sampled text is
+    checked for its characters (those the model can write, from model.json) and its length.
+    """
+
+    model: str
+    prompts: list[str]
+    temperature: float
+    expected: dict[str, str]  # prompt -> the exact answer (greedy scenarios)
+    characters: frozenset[str]  # every character the model can write
     max_tokens: int
 
 
 def load_models(folder: Path = PAYLOADS) -> list[TabularModel]:
     models = []
     for path in sorted(folder.glob("*.json")):
-        if path.name == PROMPTS_FILE:
+        if path.name in (PROMPTS_FILE, VOCABULARIES_FILE):
             continue
         raw = json.loads(path.read_text())
         models.append(
@@ -88,8 +97,21 @@ def load_models(folder: Path = PAYLOADS) -> list[TabularModel]:
     return models
 
 
-def load_prompts(folder: Path = PAYLOADS) -> Prompts:
+def load_text_scenarios(folder: Path = PAYLOADS) -> list[TextScenario]:
     raw = json.loads((folder / PROMPTS_FILE).read_text())
-    return Prompts(
-        by_model={k: list(v) for k, v in raw["prompts"].items()}, max_tokens=int(raw["max_tokens"])
-    )
+    characters = json.loads((folder / VOCABULARIES_FILE).read_text())
+    scenarios = []
+    for model, spec in sorted(raw["models"].items()):
+        prompts = spec["prompts"]
+        expected = dict(prompts) if isinstance(prompts, dict) else {}
+        scenarios.append(
+            TextScenario(
+                model=model,
+                prompts=list(prompts),
+                temperature=float(spec["temperature"]),
+                expected=expected,
+                characters=frozenset(characters[model]),
+                max_tokens=int(raw["max_tokens"]),
+            )
+        )
+    return scenarios

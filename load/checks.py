@@ -1,7 +1,9 @@
 """Response checks for the Locust users: plain functions, no Locust import, so pytest can test them.
 
 Each check raises `CheckError` with a short reason when a response is wrong in content (not only in
-status): probabilities out of [0, 1], softmax rows that do not sum to 1, unknown labels, empty text.
+status): probabilities out of [0, 1], softmax rows that do not sum to 1, unknown labels, a wrong
+greedy answer. Every check holds for every answer the server may legitimately give, so a failure is
+always a bug.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import math
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from load.catalog import TextScenario
 
 SOFTMAX_TOLERANCE = 1e-4
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -138,13 +142,49 @@ def check_ranked_labels(instance: Any, *, labels: Sequence[str]) -> None:
     expect(probs == sorted(probs, reverse=True), f"classify: labels not best first: {probs}")
 
 
-def check_generated(body: Any, *, model: str) -> str:
-    """Generate answer: the model's name and a non-empty text_output; returns the text."""
+FINISH_REASONS = ("length", "stop", "eos")
+
+
+def check_generated_text(
+    text: Any, finish_reason: Any, tokens: Any, *, scenario: TextScenario, prompt: str
+) -> str:
+    """One generation's outcome: a text the model could write, of a length its token count allows.
+
+    A greedy scenario knows the one right answer. A sampled text may legitimately be empty, but only
+    when the model chose its end token first (finish_reason "eos" after one step).
+    """
+    expect(isinstance(text, str), f"text_output {text!r} is not a string")
+    expect(
+        finish_reason in FINISH_REASONS, f"finish_reason {finish_reason!r}, expected one of {FINISH_REASONS}"
+    )
+    expect(
+        isinstance(tokens, int) and 1 <= tokens <= scenario.max_tokens,
+        f"tokens {tokens!r}, expected 1..{scenario.max_tokens}",
+    )
+    assert isinstance(text, str) and isinstance(tokens, int)
+    expect(len(text) <= tokens, f"{len(text)} characters from {tokens} one-character tokens")
+    if scenario.expected:
+        wanted = scenario.expected[prompt]
+        expect(text == wanted, f"{prompt!r} -> {text!r}, expected {wanted!r} (greedy)")
+        return text
+    unknown = sorted(set(text) - scenario.characters)
+    expect(not unknown, f"characters the model cannot write: {unknown[:5]}")
+    expect(text != "" or finish_reason == "eos", f"empty text with finish_reason {finish_reason!r}")
+    return text
+
+
+def check_generated(body: Any, *, scenario: TextScenario, prompt: str) -> str:
+    """Generate answer: the model's name, then `check_generated_text`; returns the text."""
     expect(isinstance(body, dict), "answer is not a JSON object")
+    model = scenario.model
     expect(body.get("model_name") == model, f"model_name {body.get('model_name')!r}, expected {model!r}")
-    text = body.get("text_output")
-    expect(isinstance(text, str) and text != "", f"text_output {text!r} is empty or missing")
-    return str(text)
+    return check_generated_text(
+        body.get("text_output"),
+        body.get("finish_reason"),
+        body.get("tokens"),
+        scenario=scenario,
+        prompt=prompt,
+    )
 
 
 def parse_sse(payload: str) -> list[dict[str, Any]]:
@@ -163,19 +203,23 @@ def parse_sse(payload: str) -> list[dict[str, Any]]:
     return events
 
 
-def check_stream(payload: str, *, model: str) -> str:
-    """generate_stream: token events with text_output, a final one with finish_reason; the text."""
+def check_stream(payload: str, *, scenario: TextScenario, prompt: str) -> str:
+    """generate_stream: token events with text_output, a final one with finish_reason; the whole text
+    passes the same checks as a non-streamed answer."""
     events = parse_sse(payload)
-    expect(len(events) >= 2, f"{len(events)} events, expected tokens and a final event")
+    expect(len(events) >= 1, "no event, expected tokens and a final event")
     for event in events:
         expect("error" not in event, f"error event: {str(event.get('error'))[:120]}")
-        expect(event.get("model_name", model) == model, f"event for model {event.get('model_name')!r}")
-    expect(bool(events[-1].get("finish_reason")), "last event has no finish_reason")
+        model = event.get("model_name", scenario.model)
+        expect(model == scenario.model, f"event for model {model!r}")
+    last = events[-1]
+    expect(bool(last.get("finish_reason")), "last event has no finish_reason")
     for event in events[:-1]:
         expect(event.get("finish_reason") in (None, ""), "finish_reason before the last event")
     text = "".join(str(e.get("text_output") or "") for e in events)
-    expect(text != "", "the stream produced no text")
-    return text
+    return check_generated_text(
+        text, last.get("finish_reason"), last.get("tokens"), scenario=scenario, prompt=prompt
+    )
 
 
 def png_size(payload: bytes) -> tuple[int, int]:

@@ -25,7 +25,7 @@ from locust import FastHttpUser, between, events, tag, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from load.catalog import TabularModel, load_models, load_prompts
+from load.catalog import TabularModel, TextScenario, load_models, load_text_scenarios
 from load.checks import (
     CheckError,
     check_classification_strings,
@@ -49,8 +49,7 @@ GAN_MODEL = "digits-gan-generator"
 ONLY = {name for name in os.environ.get("RECAP_LOAD_MODELS", "").split(",") if name}
 MODELS = [m for m in load_models() if not ONLY or m.name in ONLY]
 CLASSIFIERS = [m for m in MODELS if m.is_classifier and m.labels]  # labels to check against
-_PROMPTS = load_prompts()
-PROMPTS = {name: texts for name, texts in _PROMPTS.by_model.items() if not ONLY or name in ONLY}
+TEXT = [scenario for scenario in load_text_scenarios() if not ONLY or scenario.model in ONLY]
 log = logging.getLogger("recap.load")
 
 
@@ -194,24 +193,24 @@ class RecapUser(FastHttpUser):
     @tag("generation", "generate")
     @task(1)
     def generate(self) -> None:
-        model, body = self._generation_request()
+        scenario, prompt, body = self._generation_request()
         self._call(
             "POST",
-            f"/v2/models/{model}/generate",
-            f"generate {model}",
-            lambda response: check_generated(response.json(), model=model),
+            f"/v2/models/{scenario.model}/generate",
+            f"generate {scenario.model}",
+            lambda response: check_generated(response.json(), scenario=scenario, prompt=prompt),
             body,
         )
 
     @tag("generation", "stream")
     @task(1)
     def generate_stream(self) -> None:
-        model, body = self._generation_request()
+        scenario, prompt, body = self._generation_request()
         self._call(
             "POST",
-            f"/v2/models/{model}/generate_stream",
-            f"generate_stream {model}",
-            lambda response: check_stream(response.text or "", model=model),
+            f"/v2/models/{scenario.model}/generate_stream",
+            f"generate_stream {scenario.model}",
+            lambda response: check_stream(response.text or "", scenario=scenario, prompt=prompt),
             body,
         )
 
@@ -229,14 +228,15 @@ class RecapUser(FastHttpUser):
             "GET", f"/v1/models/{GAN_MODEL}/samples.png?count={count}&seed={seed}", "gan samples.png", check
         )
 
-    def _generation_request(self) -> tuple[str, dict[str, Any]]:
-        model = self.rng.choice(sorted(PROMPTS))
+    def _generation_request(self) -> tuple[TextScenario, str, dict[str, Any]]:
+        scenario = self.rng.choice(TEXT)
+        prompt = self.rng.choice(scenario.prompts)
         parameters = {
-            "max_tokens": _PROMPTS.max_tokens,
-            "temperature": 0.8,
+            "max_tokens": scenario.max_tokens,
+            "temperature": scenario.temperature,
             "seed": self.rng.randrange(1_000_000),
         }
-        return model, {"text_input": self.rng.choice(PROMPTS[model]), "parameters": parameters}
+        return scenario, prompt, {"text_input": prompt, "parameters": parameters}
 
 
 # A scenario with nothing to hit under RECAP_LOAD_MODELS is dropped (before tag filtering), not run empty.
@@ -246,8 +246,8 @@ _POOLS = {
     RecapUser.v1_status: MODELS,
     RecapUser.v2_classification: CLASSIFIERS,
     RecapUser.v1_classify: CLASSIFIERS,
-    RecapUser.generate: list(PROMPTS),
-    RecapUser.generate_stream: list(PROMPTS),
+    RecapUser.generate: TEXT,
+    RecapUser.generate_stream: TEXT,
     RecapUser.gan_samples: [GAN_MODEL] if not ONLY or GAN_MODEL in ONLY else [],
 }
 _dropped = sorted({task.__name__ for task, pool in _POOLS.items() if not pool})

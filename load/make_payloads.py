@@ -5,7 +5,8 @@
 Rows are drawn (fixed seed) from the scikit-learn datasets the models were trained on, as raw features:
 the models standardise inside the graph. Task, tensor names and labels come from the model's
 `model.json` when the repository has it, so the Locust image needs neither scikit-learn nor models/.
-Text prompts live in the hand-written `prompts.json` next to them.
+Text prompts live in the hand-written `prompts.json` next to them; `vocabularies.json` lists the
+characters each text model can write (from its model.json), for the generation checks.
 """
 
 from __future__ import annotations
@@ -96,6 +97,22 @@ def build(name: str, source: Source, models: Path) -> dict[str, Any]:
     }
 
 
+TEXT_MODELS = ("dates-seq2seq", "pydoc-gpt")
+
+
+def vocabularies(models: Path) -> dict[str, str]:
+    """The characters each text model can write: its vocabulary less the special tokens."""
+    written = {}
+    for name in TEXT_MODELS:
+        manifest = _manifest(models, name)
+        if manifest is None:
+            continue
+        tokenizer = manifest["tokenizer"]
+        specials = set(tokenizer.get("special_tokens", {}).values())
+        written[name] = "".join(sorted(t for i, t in enumerate(tokenizer["vocab"]) if i not in specials))
+    return written
+
+
 def write_all(models: Path, output: Path) -> list[Path]:
     output.mkdir(parents=True, exist_ok=True)
     written = []
@@ -103,6 +120,9 @@ def write_all(models: Path, output: Path) -> list[Path]:
         path = output / f"{name}.json"
         path.write_text(json.dumps(build(name, source, models), sort_keys=True) + "\n")
         written.append(path)
+    path = output / "vocabularies.json"
+    path.write_text(json.dumps(vocabularies(models), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    written.append(path)
     return written
 
 

@@ -18,6 +18,7 @@ def _train(args: argparse.Namespace) -> int:
     if unknown or not names:
         print(f"unknown model(s) {unknown}; expected --all or some of {list(zoo.entries())}", file=sys.stderr)
         return 2
+    names = zoo.build_order(names)
     start = time.perf_counter()
     for name in tqdm(names, desc="zoo", disable=None):
         manifest, _ = zoo.build(name, Path(args.output), quick=args.quick, seed=args.seed)
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "list":
         for e in zoo.ZOO:
-            print(f"{e.name:28} {e.task:26} {e.recap_topic}")
+            needs = f" (needs {', '.join(e.needs)})" if e.needs else ""
+            print(f"{e.name:28} {e.task:26} {e.recap_topic}{needs}")
         return 0
     if args.command == "train":
         return _train(args)

@@ -64,10 +64,6 @@ def datatype_of_ort(ort_type: str) -> str:
     return _ORT_TYPES.get(ort_type, ort_type)
 
 
-def numpy_dtype(datatype: str) -> np.dtype[Any] | None:
-    return DATATYPES.get(datatype)
-
-
 def element_count(shape: Sequence[int]) -> int:
     return math.prod(shape)
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from load.catalog import load_models, load_prompts
+from load.catalog import load_models, load_text_scenarios
 from tests.helpers.servers import http_get
 
 GAN_MODEL = "digits-gan-generator"
@@ -65,7 +65,7 @@ def plan_for(url: str) -> Plan:
     status, body = http_get(f"{url}/openapi.json")
     paths = set(json.loads(body)["paths"]) if status == 200 else set()
     tabular = [m.name for m in load_models()]
-    text = sorted(load_prompts().by_model)
+    text = sorted(scenario.model for scenario in load_text_scenarios())
     plan = Plan(models=sorted(served & {*tabular, *text, GAN_MODEL}))
     missing_tabular = sorted(set(tabular) - served)
     if missing_tabular:

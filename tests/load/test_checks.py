@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from typing import Any
 
 import pytest
 
+from load.catalog import TextScenario
 from load.checks import (
     CheckError,
     check_classification_strings,
@@ -108,12 +110,44 @@ def test_ranked_labels_in_every_shape() -> None:
         check_ranked_labels([], labels=LABELS)
 
 
-def test_generated_text_must_be_non_empty() -> None:
-    assert check_generated({"model_name": "pydoc-gpt", "text_output": "x"}, model="pydoc-gpt") == "x"
-    with pytest.raises(CheckError, match="empty"):
-        check_generated({"model_name": "pydoc-gpt", "text_output": ""}, model="pydoc-gpt")
+SAMPLED = TextScenario("pydoc-gpt", ["The "], 0.8, {}, frozenset("abc "), max_tokens=16)
+GREEDY = TextScenario("dates-seq2seq", ["3 March 2021"], 0.0, {"3 March 2021": "2021-03-03"},
+                      frozenset("0123456789-"), max_tokens=16)  # fmt: skip
+
+
+def answer(
+    text: str, finish_reason: str = "length", tokens: int = 16, model: str = "pydoc-gpt"
+) -> dict[str, Any]:
+    return {"model_name": model, "text_output": text, "finish_reason": finish_reason, "tokens": tokens}
+
+
+def test_sampled_text_is_checked_for_its_characters_and_length() -> None:
+    assert check_generated(answer("a cab"), scenario=SAMPLED, prompt="The ") == "a cab"
+    with pytest.raises(CheckError, match=r"characters the model cannot write: \['Z'\]"):
+        check_generated(answer("aZ"), scenario=SAMPLED, prompt="The ")
+    with pytest.raises(CheckError, match="3 characters from 2 one-character tokens"):
+        check_generated(answer("abc", tokens=2), scenario=SAMPLED, prompt="The ")
+    with pytest.raises(CheckError, match=r"tokens 17, expected 1\.\.16"):
+        check_generated(answer("abc", tokens=17), scenario=SAMPLED, prompt="The ")
+    with pytest.raises(CheckError, match="finish_reason 'tired'"):
+        check_generated(answer("abc", "tired"), scenario=SAMPLED, prompt="The ")
     with pytest.raises(CheckError, match="model_name"):
-        check_generated({"model_name": "other", "text_output": "x"}, model="pydoc-gpt")
+        check_generated(answer("x", model="other"), scenario=SAMPLED, prompt="The ")
+
+
+def test_an_empty_sampled_text_passes_only_when_the_model_ended_it() -> None:
+    # The model may sample its end token first: an empty text then is a right answer.
+    assert check_generated(answer("", "eos", tokens=1), scenario=SAMPLED, prompt="The ") == ""
+    with pytest.raises(CheckError, match="empty text with finish_reason 'length'"):
+        check_generated(answer("", "length"), scenario=SAMPLED, prompt="The ")
+
+
+def test_a_greedy_answer_must_be_the_right_one() -> None:
+    right = answer("2021-03-03", "eos", 11, model="dates-seq2seq")
+    assert check_generated(right, scenario=GREEDY, prompt="3 March 2021") == "2021-03-03"
+    wrong = answer("2021-03-04", "eos", 11, model="dates-seq2seq")
+    with pytest.raises(CheckError, match="expected '2021-03-03'"):
+        check_generated(wrong, scenario=GREEDY, prompt="3 March 2021")
 
 
 def _sse(*events: dict[str, object]) -> str:
@@ -121,15 +155,26 @@ def _sse(*events: dict[str, object]) -> str:
 
 
 def test_stream_needs_tokens_then_a_finish_reason() -> None:
-    good = _sse({"text_output": "ab"}, {"text_output": "c"}, {"text_output": "", "finish_reason": "length"})
-    assert check_stream(": ping\n\n" + good, model="pydoc-gpt") == "abc"
+    final = {"text_output": "", "finish_reason": "length", "tokens": 3}
+    good = _sse({"text_output": "ab"}, {"text_output": "c"}, final)
+    assert check_stream(": ping\n\n" + good, scenario=SAMPLED, prompt="The ") == "abc"
     with pytest.raises(CheckError, match="finish_reason"):
-        check_stream(_sse({"text_output": "ab"}, {"text_output": "c"}), model="pydoc-gpt")
-    with pytest.raises(CheckError, match="no text"):
-        check_stream(_sse({"text_output": ""}, {"finish_reason": "stop"}), model="pydoc-gpt")
+        check_stream(_sse({"text_output": "ab"}, {"text_output": "c"}), scenario=SAMPLED, prompt="The ")
+    with pytest.raises(CheckError, match="empty text"):
+        check_stream(
+            _sse({"text_output": ""}, {"finish_reason": "stop", "tokens": 1}), scenario=SAMPLED, prompt="x"
+        )
+    assert (
+        check_stream(
+            _sse({"text_output": "", "finish_reason": "eos", "tokens": 1}), scenario=SAMPLED, prompt="x"
+        )
+        == ""
+    )
     with pytest.raises(CheckError, match="error event"):
         check_stream(
-            _sse({"text_output": "a"}, {"error": "boom", "finish_reason": "error"}), model="pydoc-gpt"
+            _sse({"text_output": "a"}, {"error": "boom", "finish_reason": "error"}),
+            scenario=SAMPLED,
+            prompt="x",
         )
     with pytest.raises(CheckError, match="not JSON"):
         parse_sse("data: {oops\n\n")

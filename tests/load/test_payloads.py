@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from load import make_payloads
-from load.catalog import PAYLOAD_DIR, TabularModel, load_models, load_prompts
+from load.catalog import PAYLOAD_DIR, TabularModel, load_models, load_text_scenarios
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
@@ -61,17 +62,26 @@ def test_payload_fits_the_model(model: object) -> None:
     assert model.output in {o["name"] for o in outputs}
 
 
-def test_prompts_use_the_model_vocabulary() -> None:
-    prompts = load_prompts()
-    assert 0 < prompts.max_tokens <= 64
-    for name, texts in prompts.by_model.items():
-        assert texts and all(texts), f"{name}: empty prompt list or prompt"
-        manifest = _manifest(name)
+def test_prompts_use_the_model_vocabulary_and_greedy_answers_are_right() -> None:
+    scenarios = load_text_scenarios()
+    assert {s.model for s in scenarios} == set(make_payloads.TEXT_MODELS)
+    for scenario in scenarios:
+        assert 0 < scenario.max_tokens <= 64
+        assert scenario.prompts and all(scenario.prompts), f"{scenario.model}: empty prompt list or prompt"
+        manifest = _manifest(scenario.model)
         if manifest is None:
             continue
         tokenizer = manifest.get("tokenizer")
-        assert isinstance(tokenizer, dict), f"{name}: a text model's model.json has a tokenizer"
+        assert isinstance(tokenizer, dict), f"{scenario.model}: a text model's model.json has a tokenizer"
         vocab = set(tokenizer["vocab"])
-        for text in texts:
+        for text in scenario.prompts:
             unknown = sorted(set(text) - vocab)
-            assert not unknown, f"{name}: prompt {text!r} has characters outside the vocabulary: {unknown}"
+            assert not unknown, f"{scenario.model}: {text!r} has characters outside the vocabulary: {unknown}"
+        if scenario.temperature == 0:
+            # A greedy scenario's answers are the ground truth (the ISO dates), not the model's output.
+            assert scenario.expected.keys() == set(scenario.prompts)
+            for prompt, answer in scenario.expected.items():
+                assert dt.date.fromisoformat(answer).isoformat() == answer, prompt
+                assert set(answer) <= scenario.characters
+        else:
+            assert not scenario.expected

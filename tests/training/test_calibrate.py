@@ -36,7 +36,7 @@ def test_a_perfectly_separated_validation_split_keeps_t_at_one() -> None:
     # Every validation row right with a margin: NLL falls all the way to T -> 0, which is no optimum.
     # Adopting it would ship one-hot probabilities (iris-mlp once did, with T = 0.05).
     torch = pytest.importorskip("torch")
-    from training.recipes.tabular import fit_calibration  # noqa: PLC0415 (needs torch, skipped without)
+    from training.recipes.classifier import fit_calibration  # noqa: PLC0415 (needs torch, skipped without)
 
     logits = torch.tensor([[4.0, 0.0, -1.0], [0.0, 3.0, 1.0], [-2.0, 0.5, 2.5]] * 10)
     y = np.array([0, 1, 2] * 10)

@@ -26,9 +26,9 @@ TIGHT = {"diabetes-linreg", "breast-cancer-mlp", "iris-mlp", "digits-mlp"}  # li
 def quick_zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, Any], Trained, Path]]:
     root = tmp_path_factory.mktemp("models")
     built = {}
-    for entry in zoo.ZOO:  # zoo order: digits-mlp scores the GAN, the generator feeds the discriminator
-        manifest, trained = zoo.build(entry.name, root, quick=True)
-        built[entry.name] = (manifest, trained, root / entry.name / "1")
+    for name in zoo.build_order([e.name for e in zoo.ZOO]):  # what a model needs is built before it
+        manifest, trained = zoo.build(name, root, quick=True)
+        built[name] = (manifest, trained, root / name / "1")
     return built
 
 

@@ -1,7 +1,8 @@
 """digits-gan-generator and digits-gan-discriminator: one auxiliary-classifier GAN run, two models.
 
 The generator is scored by the committed digits-mlp classifier (mean top-class probability and class
-coverage of 1,000 samples), so digits-mlp must be built first (`train --all` does)."""
+coverage of 1,000 samples), and the discriminator is tested on samples of the exported generator: the
+zoo entries name these needs, and the build checks and orders them (training/zoo.py)."""
 
 from __future__ import annotations
 
@@ -23,17 +24,15 @@ from training.export import ExportSpec
 from training.gan import PIXEL_MAX, Discriminator, GANConfig, Generator, RealFake, class_code
 from training.models import Servable, Standardize
 from training.recipe import Context, Trained, batch_dynamic, tensor, tensor_spec
-from training.recipes.tabular import calibrated_scorer, fit_calibration
+from training.recipes.classifier import calibrated_scorer, fit_calibration
 from training.train import History, TrainSettings, seed_everything
 
 EVAL_SAMPLES, EVAL_SEED, SELECT_SEED, DISC_VAL_SEED, DISC_TEST_SEED = 1000, 1234, 99, 7, 8
 
 
 def committed(ctx: Context, name: str) -> Path:
-    path = ctx.output / name / "1" / "model.onnx"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: build {name} first (train --all orders the zoo)")
-    return path
+    """A zoo model this recipe needs; the zoo entry names it, so the build has checked it exists."""
+    return ctx.output / name / "1" / "model.onnx"
 
 
 def scorer_path(ctx: Context) -> Path:

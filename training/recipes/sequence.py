@@ -13,11 +13,7 @@ from training.datasets import digits_rows, load_tabular, split_indices
 from training.export import ExportSpec
 from training.models import RecurrentClassifier, RecurrentConfig, Servable, Standardize
 from training.recipe import Context, Trained, tensor, tensor_spec
-from training.recipes.tabular import (
-    calibrated_scorer,
-    fit_classifier,
-    logistic_baseline,
-)
+from training.recipes.classifier import calibrated_scorer, fit_classifier, logistic_baseline
 from training.train import Batch, TrainSettings, minibatches
 from training.transformer import TransformerClassifier, TransformerConfig
 

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 from torch import nn
-from torch.nn import functional
 
-from training import calibrate, evaluate
-from training.datasets import Split, load_tabular, split_indices
+from training import evaluate
+from training.datasets import load_tabular, split_indices
 from training.export import ExportSpec
 from training.models import MLP, LinearConfig, LinearRegression, MLPConfig, Servable, Standardize
 from training.recipe import Context, Trained, batch_dynamic, tensor, tensor_spec
-from training.train import Batch, History, TrainSettings, fit, fit_linear_gd, minibatches
-
-MIN_ECE_GAIN = 0.1
+from training.recipes.classifier import (
+    calibrated_scorer,
+    cross_validated_accuracy,
+    fit_classifier,
+    logistic_accuracy,
+    logistic_baseline,
+    network_accuracy,
+)
+from training.train import TrainSettings, fit_linear_gd, minibatches
 
 
 def _standardizer(x_train: np.ndarray) -> Standardize:
@@ -98,111 +100,19 @@ def _prep_record(prep: Standardize, target: tuple[float, float] | None = None) -
     return rec
 
 
-def logistic_baseline(x: np.ndarray, y: np.ndarray, split: Split) -> dict[str, Any]:
-    scaler = StandardScaler().fit(x[split.train])
-    clf = LogisticRegression(max_iter=5000).fit(scaler.transform(x[split.train]), y[split.train])
-    acc = float(clf.score(scaler.transform(x[split.test]), y[split.test]))
-    return {"name": "LogisticRegression (standardized features)", "accuracy": acc}
-
-
-def classifier_loss(binary: bool) -> Any:
-    if binary:
-        return lambda m, b: functional.binary_cross_entropy_with_logits(m(b[0])[:, 0], b[1].float())
-    return lambda m, b: functional.cross_entropy(m(b[0]), b[1])
-
-
-def classifier_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, binary: bool) -> tuple[float, float]:
-    logits = model(x)
-    if binary:
-        loss = functional.binary_cross_entropy_with_logits(logits[:, 0], y.float())
-        acc = ((logits[:, 0] > 0).long() == y).float().mean()
-    else:
-        loss = functional.cross_entropy(logits, y)
-        acc = (logits.argmax(dim=1) == y).float().mean()
-    return float(loss), float(acc)
-
-
-def calibrated_scorer(
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    temperature: float,
-    baseline: dict[str, Any],
-    val_ece: dict[str, Any],
-) -> Any:
-    """model.onnx -> test metrics, baseline and the calibration record (ECE before/after on test)."""
-
-    def score(path: Path) -> dict[str, Any]:
-        m = evaluate.classifier_metrics(path, x_test, y_test, temperature)
-        calibration: dict[str, Any] = {
-            "temperature": temperature,
-            "ece_before": m.pop("ece_before"),
-            "ece_after": m.pop("ece_after"),
-        }
-        calibration |= {"fitted_on": "validation split (NLL of logits / T)", "ece_bins": calibrate.ECE_BINS}
-        calibration |= val_ece
-        return {"metrics": {"test": m, "baseline": baseline}, "calibration": calibration}
-
-    return score
-
-
-def fit_calibration(logits: torch.Tensor, y: np.ndarray) -> tuple[float, dict[str, Any]]:
-    """T minimising validation NLL, adopted only if it cuts validation ECE by at least
-    MIN_ECE_GAIN (relative), else T = 1: on a few hundred validation rows a smaller gain is noise and
-    did not carry over to the test split (digits-lstm: validation -3%, test +42%). A T without an interior
-    optimum is never adopted: a perfectly separated validation split (iris) drives the NLL towards T -> 0
-    and would ship one-hot probabilities."""
-    z = logits.detach().numpy()
-    fitted = calibrate.fit_temperature(z, y)
-    before = calibrate.ece(calibrate.probabilities(z), y)
-    after = calibrate.ece(calibrate.probabilities(z, fitted), y)
-    adopt = after <= (1.0 - MIN_ECE_GAIN) * before and calibrate.is_interior_optimum(z, y, fitted)
-    t = fitted if adopt else 1.0
-    return t, {
-        "fitted_temperature": fitted,
-        "rule": f"T = argmin validation NLL(logits / T) over [{calibrate.T_MIN}, {calibrate.T_MAX}]; adopted "
-        f"only if it is inside that range and cuts validation ECE by at least {MIN_ECE_GAIN:.0%}, else T = 1",
-        "validation_ece_before": before,
-        "validation_ece_after": calibrate.ece(calibrate.probabilities(z, t), y),
-    }
-
-
-def fit_classifier(
-    ctx: Context,
-    model: nn.Module,
-    settings: TrainSettings,
-    batches: Callable[[torch.Generator], Iterator[Batch]],
-    *,
-    n_train: int,
-    xv: torch.Tensor,
-    yv: torch.Tensor,
-    binary: bool,
-) -> tuple[History, float, dict[str, Any]]:
-    """Train a classifier on (B)CE keeping the best validation-accuracy epoch, then fit its temperature."""
-    hist = fit(
-        model,
-        settings,
-        batches=batches,
-        loss_fn=classifier_loss(binary),
-        evaluate=lambda m: classifier_eval(m, xv, yv, binary),
-        metric_name="val_accuracy",
-        desc=ctx.name,
-        steps_per_epoch=-(-n_train // settings.batch_size),
-    )
-    with torch.no_grad():
-        temperature, val_ece = fit_calibration(model(xv), yv.numpy())
-    return hist, temperature, val_ece
-
-
 def train_mlp(
-    ctx: Context, dataset: str, cfg: dict[str, Any], settings: TrainSettings, description: str
+    ctx: Context, dataset: str, cfg: dict[str, Any], settings: TrainSettings, cross_validate: bool = False
 ) -> Trained:
+    """An MLP classifier with the standardisation in its graph; `cross_validate` also records the
+    repeated k-fold accuracy of the recipe and of the baseline on the non-test rows (model card)."""
     data = load_tabular(dataset)
     assert data.labels is not None
     x, y = data.x, data.y
     split = split_indices(len(y), y, seed=ctx.seed)
     binary = len(data.labels) == 2
-    prep = _standardizer(x[split.train])
-    net = MLP(MLPConfig(n_features=x.shape[1], n_outputs=1 if binary else len(data.labels), **cfg))
+    out_dim = 1 if binary else len(data.labels)
+    mlp = MLPConfig(n_features=x.shape[1], n_outputs=out_dim, **cfg)
+    prep, net = _standardizer(x[split.train]), MLP(mlp)
     model = nn.Sequential(prep, net)
     xt, yt = tensor(x[split.train]), tensor(y[split.train])
     xv, yv = tensor(x[split.val]), tensor(y[split.val])
@@ -218,13 +128,11 @@ def train_mlp(
         binary=binary,
     )
     servable = Servable(net, prep, "binary" if binary else "multiclass", temperature).eval()
-    out_dim = 1 if binary else len(data.labels)
     spec = ExportSpec(
         ["input"], ["logits", "probabilities"], (tensor(x[:4]),), (tensor(x[split.test[:7]]),),
         batch_dynamic("input", "logits", "probabilities"), tolerance=1e-5,
     )  # fmt: skip
     manifest = {
-        "description": description,
         "inputs": [tensor_spec("input", "FP32", [-1, x.shape[1]])],
         "outputs": [
             tensor_spec("logits", "FP32", [-1, out_dim]),
@@ -237,6 +145,22 @@ def train_mlp(
         "split": split.describe(),
         "training": settings.record(),
     }
+    if cross_validate:
+        scorers = {
+            "model": network_accuracy(
+                ctx,
+                x,
+                y,
+                lambda rows: nn.Sequential(_standardizer(x[rows]), MLP(mlp)),
+                settings,
+                binary=binary,
+            ),
+            "baseline": logistic_accuracy(x, y),
+        }
+        rows = np.sort(np.r_[split.train, split.val])
+        manifest["cross_validation"] = cross_validated_accuracy(
+            y, rows, scorers, validation_share=len(split.val) / len(rows), repeats=ctx.scale(3, 1)
+        )
     score = calibrated_scorer(
         x[split.test], y[split.test], temperature, logistic_baseline(x, y, split), val_ece
     )
