@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test models lint typecheck unit install install-serve system-deps bench bench-ab bench-generate load load-distributed clean
+.PHONY: serve test models lint typecheck unit install install-serve system-deps bench bench-ab bench-instructions bench-generate load load-distributed clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,12 +53,16 @@ BASE ?= HEAD^
 bench-ab: install
 	$(PY) -m bench.bench --ab $(BASE) $(BENCH_ARGS)
 
+## bench-instructions: instructions per in-process V2 infer request, this checkout vs BASE (valgrind)
+bench-instructions: install
+	$(PY) -m bench.instructions $(BASE)
+
 ## bench-generate: pydoc-gpt tokens/s and event-loop latency, steps in worker threads vs inline
 bench-generate: install
 	$(PY) -m bench.generate_bench $(BENCH_ARGS)
 
-## system-deps: Debian packages some tests and benchmarks use (wrk, prometheus, docker-compose); idempotent
-SYSTEM_PACKAGES := wrk prometheus docker-compose
+## system-deps: Debian packages some tests and benchmarks use (wrk, prometheus, docker-compose, valgrind); idempotent
+SYSTEM_PACKAGES := wrk prometheus docker-compose valgrind
 system-deps:
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
 	  echo "system-deps: $(SYSTEM_PACKAGES) already installed"; \

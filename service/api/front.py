@@ -14,8 +14,7 @@ from __future__ import annotations
 import itertools
 import re
 import secrets
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,21 +27,21 @@ BINARY_HEADER = b"inference-header-content-length"
 _CLIENT_ID = re.compile(rb"[!-~]{1,128}")
 
 
-@dataclass(frozen=True, slots=True)
-class InferHead:
-    """What the front door read of a V2 infer request before its body."""
+class InferHead(NamedTuple):
+    """What the front door read of a V2 infer request before its body (a tuple: cheap to make)."""
 
     request_id: str
     model_name: str
     model_version: str | None
     binary_header: bytes | None  # Inference-Header-Content-Length (binary tensor extension)
     content_length: int | None
+    receive: Receive  # the body comes from here
 
 
 class InferEndpoint(Protocol):
     """What the front door needs of the V2 infer handler (service.api.infer.InferHandler)."""
 
-    async def __call__(self, receive: Receive, send: Send, head: InferHead) -> None: ...
+    async def __call__(self, head: InferHead, send: Send) -> None: ...
 
 
 def request_id_of(scope: Scope) -> str:
@@ -91,8 +90,9 @@ class FrontDoor:
             match = INFER_PATH.match(scope["path"])
             if match is not None:
                 length = int(declared) if declared is not None and declared.isdigit() else None
-                head = InferHead(request_id, match[1], match[2], binary_header, length)
-                await self.infer(receive, send, head)
+                await self.infer(
+                    InferHead(request_id, match[1], match[2], binary_header, length, receive), send
+                )
                 return
         id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
 

@@ -7,8 +7,10 @@ hop (0.1-0.35 ms here) costs more than running a few hundred rows of a tabular m
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from starlette.concurrency import run_in_threadpool
-from starlette.types import Receive, Send
+from starlette.types import Send
 
 from service.api.errors import JSON_HEADERS, error_body, error_headers
 from service.api.front import BINARY_HEADER, REQUEST_ID_HEADER, InferHead
@@ -23,14 +25,15 @@ Answer = tuple[int, bytes, Headers]
 
 
 class InferHandler:
-    """Answer one V2 infer request: (status, body, headers); never raises."""
+    """Answer one V2 infer request through the pipeline; never raises."""
 
     def __init__(self, pipeline: Pipeline, offload_min_rows: int) -> None:
         self.pipeline = pipeline
         self.offload_rows = offload_min_rows
 
-    async def __call__(self, receive: Receive, send: Send, head: InferHead) -> None:
-        status, content, headers = await self.answer(receive, head)
+    async def __call__(self, head: InferHead, send: Send) -> None:
+        """The front door's fast path: answer on the ASGI `send`."""
+        status, content, headers = answer(await self.run(head))
         headers = [
             *headers,
             (b"content-length", b"%d" % len(content)),
@@ -39,28 +42,24 @@ class InferHandler:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
-    async def answer(self, receive: Receive, head: InferHead) -> Answer:
-        result = await self.pipeline.run(
+    def run(self, head: InferHead) -> Awaitable[Answer | Failure]:
+        return self.pipeline.run(
             V2_INFER,
             self._infer,
-            (receive, head.binary_header),
+            head,
             request_id=head.request_id,
             model_name=head.model_name,
             model_version=head.model_version,
             content_length=head.content_length,
         )
-        if isinstance(result, Failure):
-            return result.status, error_body(result.message), error_headers(result.status)
-        return result
 
-    async def _infer(self, call: Call, model: LoadedModel, head: tuple[Receive, bytes | None]) -> Answer:
-        receive, binary_header = head
-        body = await call.read_body(receive)
+    async def _infer(self, call: Call, model: LoadedModel, head: InferHead) -> Answer:
+        body = await call.read_body(head.receive)
         header_length = None
-        if binary_header is not None:
-            if not binary_header.isdigit():
+        if head.binary_header is not None:
+            if not head.binary_header.isdigit():
                 raise InvalidInputError(f"{BINARY_HEADER.decode()} must be a non-negative integer")
-            header_length = int(binary_header)
+            header_length = int(head.binary_header)
         request = decode_request(body, model, header_length)
         if request.rows >= self.offload_rows:
             results = await run_in_threadpool(model.run, request.output_names, request.feeds)
@@ -71,3 +70,10 @@ class InferHandler:
             return 200, content, JSON_HEADERS
         binary = [(b"content-type", b"application/octet-stream"), (BINARY_HEADER, b"%d" % json_length)]
         return 200, content, binary
+
+
+def answer(result: Answer | Failure) -> Answer:
+    """(status, body, headers) of the pipeline's result: a failure becomes `{"error": ...}`."""
+    if isinstance(result, Failure):
+        return result.status, error_body(result.message), error_headers(result.status)
+    return result

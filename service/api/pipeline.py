@@ -83,11 +83,6 @@ class Call:
         self.deferred = False
         self._done = False
 
-    def bind(self, metrics: ModelMetrics) -> None:
-        """From now on the request counts under this model version."""
-        self.metrics = metrics
-        self._children = metrics.endpoint(self.endpoint)
-
     @property
     def children(self) -> EndpointMetrics:
         if self._children is None:
@@ -112,7 +107,7 @@ class Call:
 
     def fail(self, error: RecapError) -> Failure:
         """Count a failure with its reason and say how it maps to a status."""
-        self.children.failure(error.code)
+        (self._children or self.children).failure(error.code)
         return Failure(status_of(error), error)
 
     def fail_unexpected(self, error: BaseException) -> Failure:
@@ -147,7 +142,7 @@ class Call:
         """Count the request and observe its duration, once."""
         if not self._done:
             self._done = True
-            children = self.children
+            children = self._children or self.children
             children.requests.inc()
             children.duration.observe(time.perf_counter() - self.start)
 
@@ -183,7 +178,8 @@ class Pipeline:
                         f"request body of {content_length} bytes is over the limit of {self.max_body_bytes}"
                     )
                 model = self.repository.get(model_name, model_version)
-                call.bind(model.metrics)
+                call.metrics = metrics = model.metrics
+                call._children = metrics.endpoint(endpoint)
                 if endpoint.needs_session:
                     model.require_session()
                 result = await work(call, model, argument)

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from service.api import schemas
 from service.api.front import BINARY_HEADER, InferHead, request_id_of
-from service.api.infer import InferHandler
+from service.api.infer import InferHandler, answer
 from service.api.pipeline import Call, Endpoint
 from service.api.rest import content_length, json_response, serve
 from service.api.state import AppState
@@ -120,8 +120,9 @@ def build_router(state: AppState, infer_handler: InferHandler) -> APIRouter:
             model_version,
             header.encode("latin-1") if header is not None else None,
             content_length(request),
+            request.receive,
         )
-        status, content, headers = await infer_handler.answer(request.receive, head)
+        status, content, headers = answer(await infer_handler.run(head))
         response = Response(content, status_code=status)
         response.headers.update({k.decode(): v.decode() for k, v in headers})
         return response
