@@ -61,8 +61,9 @@ bench-instructions: install
 bench-generate: install
 	$(PY) -m bench.generate_bench $(BENCH_ARGS)
 
-## system-deps: Debian packages some tests and benchmarks use (wrk, prometheus, docker-compose, valgrind); idempotent
-SYSTEM_PACKAGES := wrk prometheus docker-compose valgrind
+## system-deps: Debian packages some tests and benchmarks use (wrk, prometheus, docker-compose, valgrind,
+## podman with runc, netavark and aardvark-dns, mmdebstrap for the real-stack tests); idempotent
+SYSTEM_PACKAGES := wrk prometheus docker-compose valgrind podman runc netavark aardvark-dns mmdebstrap
 system-deps:
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
 	  echo "system-deps: $(SYSTEM_PACKAGES) already installed"; \

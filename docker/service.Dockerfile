@@ -5,6 +5,10 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
+# Only where downloads pass a TLS-inspecting proxy: the CA bundle pip should trust, mounted into the
+# build (never copied into an image), e.g. --build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+# with podman build --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro
+ARG PIP_CERT
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -30,6 +34,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8000
+# One token, not `python -c "..."`: podman's Docker API splits an inline script on spaces.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2)"]
+  CMD ["python", "-m", "service.healthcheck"]
 CMD ["python", "-m", "service"]

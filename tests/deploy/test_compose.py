@@ -51,7 +51,8 @@ def test_profiles(services: dict[str, Any]) -> None:
 @pytest.mark.parametrize("name", ["service", "service-gpu"])
 def test_servers_are_operable(services: dict[str, Any], name: str) -> None:
     service = services[name]
-    assert "/v2/health/ready" in " ".join(service["healthcheck"]["test"])
+    # One token after `python -m`: podman's Docker API splits an argument on spaces (python -c "...").
+    assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "service.healthcheck"]
     assert service["restart"] in ("unless-stopped", "always", "on-failure")
     limits = service["deploy"]["resources"]["limits"]
     assert float(limits["cpus"]) > 0 and limits["memory"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -98,3 +99,22 @@ def test_locust_image_layout_matches_the_compose_commands() -> None:
     for service in ("locust-master", "locust-worker"):
         command = command_of(service)
         assert command[:3] == ["locust", "-f", "load/locustfile.py"], command
+
+
+@pytest.mark.parametrize("name", ["service.Dockerfile", "service-gpu.Dockerfile"])
+def test_the_healthcheck_is_the_one_token_module_every_engine_runs(name: str) -> None:
+    """Podman's Docker API splits an exec-form argument on spaces: `python -c "..."` is never healthy
+    there. The real-stack tests run this command in the built image as the engine does."""
+    (check,) = [args for keyword, args in instructions(name) if keyword == "HEALTHCHECK"]
+    command = json.loads(check[check.index("CMD") + len("CMD") :].strip())
+    assert command == ["python", "-m", "service.healthcheck"]
+
+
+@pytest.mark.parametrize("name", [*IMAGES, "prometheus.Dockerfile"])
+def test_the_base_image_is_a_build_arg_and_the_proxy_ca_is_never_copied(name: str) -> None:
+    steps = instructions(name)
+    assert steps[0][0] == "ARG" and steps[0][1].split("=")[0] in ("PYTHON_IMAGE", "CUDA_IMAGE", "BASE_IMAGE")
+    text = (DOCKER / name).read_text()
+    assert "ca-certificates.crt" not in "".join(args for keyword, args in steps if keyword in ("COPY", "ADD"))
+    if "pip install" in text:
+        assert ("ARG", "PIP_CERT") in steps, f"{name}: pip behind a TLS-inspecting proxy needs PIP_CERT"

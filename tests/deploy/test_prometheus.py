@@ -4,9 +4,11 @@ real Prometheus with the project's scrape config scrapes it, and every Grafana q
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -208,8 +210,18 @@ def test_dashboard_metrics_are_exported(server: RunningServer) -> None:
 
 @pytest.mark.e2e
 def test_compose_healthcheck_passes_natively(server: RunningServer) -> None:
+    """The compose healthcheck's argv, run as an engine runs an exec-form check: passes against a ready
+    server, fails against a port nobody listens on."""
     test = raw_services()["service"]["healthcheck"]["test"]
-    assert test[0] == "CMD" and test[1] == "python"
-    code = test[3].replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
-    done = subprocess.run(["python3", "-c", code], capture_output=True, text=True, timeout=30, check=False)
-    assert done.returncode == 0, done.stderr
+    assert test[0] == "CMD" and not any(" " in part for part in test[1:]), test
+    argv = [sys.executable if test[1] == "python" else test[1], *test[2:]]
+
+    def run(port: int) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "RECAP_PORT": str(port)}
+        return subprocess.run(
+            argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=30, check=False
+        )
+
+    assert run(server.port).returncode == 0
+    refused = run(free_port())
+    assert refused.returncode == 1 and "not healthy" in refused.stderr
