@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test models lint typecheck unit install install-serve system-deps bench bench-ab bench-instructions bench-generate load load-distributed clean
+.PHONY: api-keys serve test models lint typecheck unit install install-serve system-deps bench bench-ab bench-instructions bench-generate load load-distributed clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -104,6 +104,10 @@ load-distributed: $(VENV)/.load-installed
 	done; \
 	$(LOCUST) --master --master-bind-host 127.0.0.1 --master-bind-port $(LOAD_MASTER_PORT) \
 	  --expect-workers $(LOAD_WORKERS) $(LOCUST_RUN); rc=$$?; wait; exit $$rc
+
+## api-keys: the compose stack's secrets in secrets/ (a key file with digests only, the Locust key); prints the operator key
+api-keys: $(VENV)/.serve-installed
+	$(PY) -m service.keys compose-secrets secrets
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,7 @@ per request, and its resident memory with the whole repository loaded. Not a tes
     python -m bench.bench [--duration 10] [--model-repository models]
     python -m bench.bench --ab [COMMIT]      # this checkout vs COMMIT (default HEAD^), 3 runs each
     make bench-ab BASE=<commit>              # the same through make
+    python -m bench.bench --keys             # the same server without and with an API key, 3 runs each
 
 `--ab` is the project's no-regression rule: the two servers (the old code extracted with `git archive`,
 both on the same model repository and the same venv) run alternately, `--rounds` times each, and the
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = "breast-cancer-mlp"
 FEATURES = 30
 NO_REGRESSION = 1.05  # new median CPU us/request at most 5 % above the old one
+KEYED_RPS_FLOOR = 0.95  # with a key, at least 0.95x the req/s of the same server without keys
 # The same uvicorn settings as `python -m service` uses.
 UVICORN_FLAGS = ["--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
 UVICORN_FLAGS += ["--no-server-header", "--no-date-header"]
@@ -123,10 +125,12 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def run_wrk(url: str, body_file: Path, duration: int, connections: int) -> dict[str, float]:
+def run_wrk(
+    url: str, body_file: Path, duration: int, connections: int, authorization: str = ""
+) -> dict[str, float]:
     command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     command += ["-s", str(ROOT / "bench" / "infer.lua"), url]
-    env = {**os.environ, "BODY_FILE": str(body_file)}
+    env = {**os.environ, "BODY_FILE": str(body_file), "AUTHORIZATION": authorization}
     out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -155,6 +159,7 @@ class Target:
     infer_path: str
     cwd: Path = ROOT
     env: dict[str, str] = field(default_factory=dict)
+    authorization: str = ""  # the header wrk sends, for a keyed server
     runs: list[dict[str, float]] = field(default_factory=list)
 
     def measure(self, body_file: Path, duration: int, connections: int) -> dict[str, float]:
@@ -172,9 +177,9 @@ class Target:
             base = f"http://127.0.0.1:{port}"
             wait_for(base + self.ready_path, process)
             resident = rss_mib(process.pid)
-            run_wrk(base + self.infer_path, body_file, 2, connections)  # warm-up
+            run_wrk(base + self.infer_path, body_file, 2, connections, self.authorization)  # warm-up
             before = cpu_seconds(process.pid)
-            result = run_wrk(base + self.infer_path, body_file, duration, connections)
+            result = run_wrk(base + self.infer_path, body_file, duration, connections, self.authorization)
             spent = cpu_seconds(process.pid) - before
         finally:
             process.send_signal(signal.SIGINT)
@@ -252,7 +257,8 @@ def main() -> int:
     parser.add_argument(
         "--ab", nargs="?", const="HEAD^", metavar="COMMIT", help="A/B: this checkout vs COMMIT (HEAD^)"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="A/B: runs of each server, alternating")
+    parser.add_argument("--rounds", type=int, default=3, help="A/B, keys: runs of each server, alternating")
+    parser.add_argument("--keys", action="store_true", help="the server without and with an API key")
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         print("wrk or taskset is missing: `make system-deps` (apt-get install -y wrk)", file=sys.stderr)
@@ -270,6 +276,8 @@ def main() -> int:
         measure = (body_file, args.duration, args.connections)
         if args.ab:
             return ab_test(args.ab, repository, work, measure, args.rounds)
+        if args.keys:
+            return keys_test(repository, work, measure, args.rounds)
         bare, served = bare_target(), recap_target("recap-serve V2 infer", repository)
         bare.measure(*measure)
         served.measure(*measure)
@@ -287,6 +295,42 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def alternate(targets: tuple[Target, Target], measure: tuple[Path, int, int], rounds: int) -> None:
+    """Each target `rounds` times, alternating which goes first."""
+    first, second = targets
+    for round_number in range(1, rounds + 1):
+        for target in (first, second) if round_number % 2 else (second, first):
+            result = target.measure(*measure)
+            print(
+                f"round {round_number} {target.label:<34} {result['rps']:>7.0f} req/s "
+                f"{result['cpu_us']:>6.1f} CPU us/req  errors {result['errors']:.0f}",
+                flush=True,
+            )
+
+
+def keys_test(repository: Path, work: Path, measure: tuple[Path, int, int], rounds: int) -> int:
+    """The price of the key check: one server without keys, one with a keys file, wrk sending the key."""
+    key = "bench-key-" + os.urandom(16).hex()
+    keys_file = work / "api-keys"
+    keys_file.write_text(f"inference,admin,metrics {key}\n")
+    open_server = recap_target("recap-serve, no keys", repository)
+    keyed = recap_target("recap-serve, API key", repository)
+    keyed.env["RECAP_API_KEYS_FILE"] = str(keys_file)
+    keyed.authorization = f"Bearer {key}"
+    keyed.ready_path = "/v2/health/ready"
+    alternate((open_server, keyed), measure, rounds)
+    print_table([open_server, keyed], open_server)
+    rps_ratio = keyed.median("rps") / open_server.median("rps")
+    cpu_ratio = keyed.median("cpu_us") / open_server.median("cpu_us")
+    verdict = "within" if rps_ratio >= KEYED_RPS_FLOOR else "BELOW"
+    print(
+        f"\nwith a key: req/s {rps_ratio:.3f} x the same server without keys ({verdict} the "
+        f"{KEYED_RPS_FLOOR:.2f} floor); median CPU us/request {cpu_ratio:.3f} x"
+    )
+    errors = sum(run["errors"] for run in [*open_server.runs, *keyed.runs])
+    return 0 if rps_ratio >= KEYED_RPS_FLOOR and errors == 0 else 1
+
+
 def ab_test(commit: str, repository: Path, work: Path, measure: tuple[Path, int, int], rounds: int) -> int:
     described = extract_commit(commit, work / "old")
     old = recap_target(f"old {described[:26]}", repository, code=work / "old")
@@ -297,14 +341,7 @@ def ab_test(commit: str, repository: Path, work: Path, measure: tuple[Path, int,
     if not Path(imported).is_relative_to(work / "old"):
         raise RuntimeError(f"the old server would import {imported}, not the extracted commit")
     new = recap_target("new (this checkout)", repository)
-    for round_number in range(1, rounds + 1):
-        for target in (old, new) if round_number % 2 else (new, old):  # alternate who goes first
-            result = target.measure(*measure)
-            print(
-                f"round {round_number} {target.label:<34} {result['rps']:>7.0f} req/s "
-                f"{result['cpu_us']:>6.1f} CPU us/req  errors {result['errors']:.0f}",
-                flush=True,
-            )
+    alternate((old, new), measure, rounds)
     print_table([old, new], old)
     ratio, ok = regression_verdict(old.median("cpu_us"), new.median("cpu_us"))
     verdict = "no regression" if ok else "REGRESSION"

@@ -7,7 +7,8 @@
 Tags: v2, infer, classification, v1, predict, classify, metadata, generation, generate, stream, gan.
 Environment: RECAP_LOAD_MODELS (comma-separated models to hit; default all), RECAP_LOAD_MAX_ROWS (rows
 per request, default 8), RECAP_LOAD_WAIT_MAX (seconds between a user's requests, default 0.05),
-RECAP_LOAD_PAYLOADS (payload folder, default load/payloads). load/README.md explains the results.
+RECAP_LOAD_PAYLOADS (payload folder, default load/payloads), RECAP_API_KEY (or RECAP_API_KEY_FILE, a file
+holding it: an `inference` key, sent as `Authorization: Bearer`). load/README.md explains the results.
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ TEXT = [scenario for scenario in load_text_scenarios() if not ONLY or scenario.m
 log = logging.getLogger("recap.load")
 
 
+def _api_key() -> str | None:
+    key = os.environ.get("RECAP_API_KEY")
+    key_file = os.environ.get("RECAP_API_KEY_FILE")
+    if not key and key_file:
+        key = Path(key_file).read_text().strip()
+    return key or None
+
+
+_KEY = _api_key()
+HEADERS = {"Authorization": f"Bearer {_KEY}"} if _KEY else None
+
+
 class RecapUser(FastHttpUser):
     """One API client. Task weights mirror a plausible mix: mostly V2 inference, some V1, some generation."""
 
@@ -70,7 +83,10 @@ class RecapUser(FastHttpUser):
         body: dict[str, Any] | None = None,
     ) -> None:
         """One request; `check` gets the response and raises CheckError when its content is wrong."""
-        with self.client.request(method, path, json=body, name=name, catch_response=True) as response:
+        request = self.client.request(
+            method, path, json=body, name=name, catch_response=True, headers=HEADERS
+        )
+        with request as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
                 return

@@ -6,16 +6,27 @@ import sys
 
 import uvicorn
 
-from service import logs
-from service.main import create_app
+from service import logs, security
+from service.keys import KeysFileError
+from service.main import create_app, tls_options
 from service.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = Settings(_cli_parse_args=sys.argv[1:] if argv is None else argv)  # type: ignore[call-arg]
     logs.configure(settings.log_level, settings.log_format)
+    refusal = security.protected_mode_refusal(settings)
+    if refusal is not None:
+        print(f"recap-serve: {refusal}", file=sys.stderr)
+        sys.exit(2)
+    security.warn_clear_text(settings)
+    try:
+        app = create_app(settings)
+    except KeysFileError as error:
+        print(f"recap-serve: {error}", file=sys.stderr)
+        sys.exit(2)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         http="httptools",
@@ -25,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         log_config=None,  # uvicorn's loggers propagate to ours (request ids, JSON)
         server_header=False,
         date_header=False,
+        **tls_options(settings),
     )
 
 

@@ -36,6 +36,18 @@ class UnsupportedError(InvalidInputError):
     code = "unsupported"
 
 
+class UnauthenticatedError(RecapError):
+    """No API key, or one the server does not hold (401)."""
+
+    code = "unauthenticated"
+
+
+class ForbiddenError(RecapError):
+    """A valid API key without the scope the route needs (403)."""
+
+    code = "forbidden"
+
+
 class ModelNotFoundError(RecapError):
     """No such model, or no such version of it (404)."""
 

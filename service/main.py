@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,9 +19,11 @@ from service.api import docs, generate, health, samples, v1, v2
 from service.api.errors import install_handlers
 from service.api.front import FrontDoor
 from service.api.infer import InferHandler
+from service.api.metrics_listener import MetricsApp, MetricsListener
 from service.api.pipeline import Pipeline
 from service.api.schemas import DOC_MODELS
 from service.api.state import AppState
+from service.keys import KeyStore, watch
 from service.metrics import Metrics
 from service.runtime.repository import Repository
 from service.runtime.session import SessionConfig
@@ -25,6 +31,8 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+KEYS_POLL_SECONDS = 1.0  # how soon a rotated keys file takes effect without a SIGHUP
+OPEN_PATHS = ("/v2/health/",)  # probes: no key, and none documented
 
 
 def session_config(settings: Settings) -> SessionConfig:
@@ -48,8 +56,44 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model_schema.pop("$defs", {}))
         components[model.__name__] = model_schema
+    # Swagger UI's Authorize button sends the key; the probes need none.
+    schema["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "An API key from --api-keys-file."}
+    }
+    for path, operations in schema.get("paths", {}).items():
+        if not path.startswith(OPEN_PATHS):
+            for operation in operations.values():
+                operation["security"] = [{"bearer": []}]
     app.openapi_schema = schema
     return schema
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS arguments (none: plain HTTP)."""
+    if settings.tls_cert_file is None:
+        return {}
+    return {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
+
+
+@asynccontextmanager
+async def key_rotation(keys: KeyStore | None) -> AsyncIterator[None]:
+    """While serving: reload the keys on SIGHUP and when the file changes."""
+    if keys is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    on_signal = threading.current_thread() is threading.main_thread()  # not in tests' app threads
+    if on_signal:
+        loop.add_signal_handler(signal.SIGHUP, keys.reload)
+    watcher = asyncio.create_task(watch(keys, KEYS_POLL_SECONDS))
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        if on_signal:
+            loop.remove_signal_handler(signal.SIGHUP)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -57,7 +101,8 @@ def create_app(settings: Settings) -> FastAPI:
     repository = Repository(
         settings.model_repository, session_config(settings), metrics, settings.max_batch_size
     )
-    pipeline = Pipeline(repository, metrics, settings.max_body_bytes)
+    keys = KeyStore(settings.api_keys_file) if settings.api_keys_file is not None else None
+    pipeline = Pipeline(repository, metrics, settings.max_body_bytes, keys)
     state = AppState(settings=settings, repository=repository, metrics=metrics, pipeline=pipeline)
     infer = InferHandler(pipeline, settings.offload_min_rows)
 
@@ -66,12 +111,24 @@ def create_app(settings: Settings) -> FastAPI:
         repository.load_all()
         models = repository.models()
         log.info(
-            "serving %d model version(s), %d ready, from %s",
+            "serving %d model version(s), %d ready, from %s; API keys: %s",
             len(models),
             sum(m.ready for m in models),
             repository.root,
+            f"{len(keys)} from {settings.api_keys_file}" if keys is not None else "none (open)",
         )
-        yield
+        listener = None
+        if settings.metrics_port is not None:
+            metrics_app = MetricsApp(pipeline, metrics, require_key=settings.metrics_port_auth)
+            host = settings.metrics_host or settings.host
+            listener = MetricsListener(metrics_app, host, settings.metrics_port, tls_options(settings))
+            await listener.start()
+        try:
+            async with key_rotation(keys):
+                yield
+        finally:
+            if listener is not None:
+                await listener.stop()
 
     app = FastAPI(
         title="recap-serve",

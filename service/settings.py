@@ -108,6 +108,32 @@ class Settings(BaseSettings):
     samples_max_count: int = Field(
         default=256, ge=1, le=4096, description="Most images one GET .../samples.png may ask for (count)."
     )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="API keys, one per line as `<scopes> <key>` (scopes: inference, admin, metrics; a key "
+        "may be given as sha256:<hex>). Clients send `Authorization: Bearer <key>`. Re-read on SIGHUP and "
+        "when the file changes. Without it, only a loopback address may be bound.",
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Serve without API keys on a non-loopback address (anyone who reaches the port may "
+        "call every route). Off: such a server refuses to start.",
+    )
+    tls_cert_file: Path | None = Field(default=None, description="PEM certificate (chain): serve HTTPS.")
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of --tls-cert-file.")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Also serve /metrics on this port (as Triton's 8002), for scrapers that cannot send a "
+        "key; open unless --metrics-port-auth. Bind it where only the scraper reaches.",
+    )
+    metrics_host: str | None = Field(
+        default=None, description="Interface of the metrics listener (default: --host)."
+    )
+    metrics_port_auth: bool = Field(
+        default=False, description="The metrics listener asks for a key with the metrics scope too."
+    )
     access_log: bool = Field(default=False, description="Log every request (costs throughput).")
     log_level: LogLevel = Field(default="info", description="Logging level of the server.")
     log_format: LogFormat = Field(
@@ -123,6 +149,17 @@ class Settings(BaseSettings):
                 f"generate_default_max_tokens ({self.generate_default_max_tokens}) is over "
                 f"generate_max_tokens ({self.generate_max_tokens})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("--tls-cert-file and --tls-key-file go together: give both or neither")
+        for path in (self.tls_cert_file, self.tls_key_file, self.api_keys_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{str(path)!r} is not a file")
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError(f"--metrics-port {self.metrics_port} is the main --port")
         return self
 
     @field_validator("providers")

@@ -16,12 +16,14 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from service.errors import (
+    ForbiddenError,
     InvalidInputError,
     ModelNotFoundError,
     ModelNotReadyError,
     OverloadedError,
     PayloadTooLargeError,
     RecapError,
+    UnauthenticatedError,
 )
 
 log = logging.getLogger(__name__)
@@ -30,14 +32,21 @@ log = logging.getLogger(__name__)
 # InternalError included, is a 500.
 STATUS: dict[type[RecapError], int] = {
     InvalidInputError: 400,
+    UnauthenticatedError: 401,
+    ForbiddenError: 403,
     ModelNotFoundError: 404,
     PayloadTooLargeError: 413,
     OverloadedError: 429,
     ModelNotReadyError: 503,
 }
 JSON_HEADERS = [(b"content-type", b"application/json")]
-# A 413 closes the connection: the server will not read the rest of a body it refused.
-CLOSE_HEADERS = [*JSON_HEADERS, (b"connection", b"close")]
+# How REST says some statuses beyond the body: 401 names the scheme (RFC 6750); 401 and 413 close the
+# connection, as the server will not read the rest of a body it refused.
+_CLOSE = (b"connection", b"close")
+EXTRA_HEADERS: dict[int, list[tuple[bytes, bytes]]] = {
+    401: [(b"www-authenticate", b'Bearer realm="recap-serve"'), _CLOSE],
+    413: [_CLOSE],
+}
 
 
 def status_of(error: RecapError) -> int:
@@ -52,13 +61,14 @@ def error_body(message: str) -> bytes:
 
 
 def error_headers(status: int) -> list[tuple[bytes, bytes]]:
-    return CLOSE_HEADERS if status == 413 else JSON_HEADERS
+    extra = EXTRA_HEADERS.get(status)
+    return JSON_HEADERS if extra is None else [*JSON_HEADERS, *extra]
 
 
 def error_response(status: int, message: str) -> Response:
     response = Response(error_body(message), status_code=status, media_type="application/json")
-    if status == 413:
-        response.headers["connection"] = "close"
+    for name, value in EXTRA_HEADERS.get(status, ()):
+        response.headers[name.decode()] = value.decode()
     return response
 
 

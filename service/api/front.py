@@ -35,6 +35,7 @@ class InferHead(NamedTuple):
     model_version: str | None
     binary_header: bytes | None  # Inference-Header-Content-Length (binary tensor extension)
     content_length: int | None
+    authorization: str | None
     receive: Receive  # the body comes from here
 
 
@@ -75,10 +76,12 @@ class FrontDoor:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        client_id = binary_header = declared = None
+        client_id = binary_header = declared = authorization = None
         for key, value in scope["headers"]:
             if key == b"content-length":
                 declared = value
+            elif key == b"authorization":
+                authorization = value
             elif key == REQUEST_ID_HEADER:
                 client_id = value
             elif key == BINARY_HEADER:
@@ -90,9 +93,9 @@ class FrontDoor:
             match = INFER_PATH.match(scope["path"])
             if match is not None:
                 length = int(declared) if declared is not None and declared.isdigit() else None
-                await self.infer(
-                    InferHead(request_id, match[1], match[2], binary_header, length, receive), send
-                )
+                key = authorization.decode("latin-1") if authorization is not None else None
+                head = InferHead(request_id, match[1], match[2], binary_header, length, key, receive)
+                await self.infer(head, send)
                 return
         id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
 

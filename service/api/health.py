@@ -1,14 +1,23 @@
-"""Operations: V2 liveness/readiness and Prometheus `/metrics`."""
+"""Operations: V2 liveness/readiness (always open: probes send no key) and Prometheus `/metrics`."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.api import schemas
 from service.api.errors import error_response
-from service.api.rest import json_response
+from service.api.pipeline import Call, Endpoint
+from service.api.rest import json_response, serve_server
 from service.api.state import AppState
+from service.metrics import Metrics
+
+METRICS = Endpoint("operations", "metrics", scope="metrics")
+
+
+async def metrics_work(call: Call, metrics: Metrics) -> Response:
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)
 
 
 def build_router(state: AppState) -> APIRouter:
@@ -31,8 +40,7 @@ def build_router(state: AppState) -> APIRouter:
         return json_response({"ready": True})
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def metrics() -> Response:
-        body, content_type = state.metrics.exposition()
-        return Response(body, media_type=content_type)
+    async def metrics(request: Request) -> Response:
+        return await serve_server(state.pipeline, request, METRICS, metrics_work, state.metrics)
 
     return router

@@ -51,6 +51,7 @@ class InferHandler:
             model_name=head.model_name,
             model_version=head.model_version,
             content_length=head.content_length,
+            authorization=head.authorization,
         )
 
     async def _infer(self, call: Call, model: LoadedModel, head: InferHead) -> Answer:

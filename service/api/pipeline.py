@@ -6,15 +6,20 @@ it encodes its own way ({"error": "..."} JSON for REST). The pipeline decides *w
 adapter decides how to say it. Each step is written once, here:
 
 1. start the timer; the call carries the request id (set by the front door for every log line);
-2. admission: a declared body over --max-body-bytes is refused before a byte is read
-   (auth, concurrency limits and deadlines come here as well);
-3. look the model up (an unknown model or version is counted once, as model="" version="");
-4. require a ready session when the endpoint runs the model;
-5. run `work(call, model, argument)`; it reads its body with `call.read_body`, which counts it
+2. authentication: with API keys configured, the `Authorization: Bearer` key must be one the keys
+   file holds (401 otherwise) and carry the endpoint's scope (403 otherwise);
+3. admission: a declared body over --max-body-bytes is refused before a byte is read
+   (concurrency limits and deadlines come here as well);
+4. look the model up (an unknown model or version is counted once, as model="" version="");
+5. require a ready session when the endpoint runs the model;
+6. run `work(call, model, argument)`; it reads its body with `call.read_body`, which counts it
    against the same limit;
-6. map a domain error to its status and count the failure with its reason; log an unexpected error
+7. map a domain error to its status and count the failure with its reason; log an unexpected error
    with its traceback and answer an opaque 500;
-7. count the request and observe its duration; a stream defers this to its end (`Call.defer`).
+8. count the request and observe its duration; a stream defers this to its end (`Call.defer`).
+
+Server-level endpoints (server metadata, the repository index, /metrics) take `run_server`: the same
+authentication and error mapping, with no model and no request counting.
 
 A cross-cutting concern is a step here, never a copy in an endpoint module.
 """
@@ -32,10 +37,13 @@ from starlette.types import Receive
 from service.api.errors import status_of
 from service.errors import (
     ClientDisconnectedError,
+    ForbiddenError,
     InternalError,
     PayloadTooLargeError,
     RecapError,
+    UnauthenticatedError,
 )
+from service.keys import KeyStore
 from service.metrics import EndpointMetrics, Metrics, ModelMetrics
 from service.runtime.model import LoadedModel
 from service.runtime.repository import Repository
@@ -54,6 +62,7 @@ class Endpoint:
     name: str
     # False for metadata and status: they answer for a model that is not ready too.
     needs_session: bool = True
+    scope: str = "inference"  # the API key scope it needs: inference, admin or metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +119,7 @@ class Call:
         (self._children or self.children).failure(error.code)
         return Failure(status_of(error), error)
 
-    def fail_unexpected(self, error: BaseException) -> Failure:
+    def fail_unexpected(self, error: BaseException, counted: bool = True) -> Failure:
         """An error nobody anticipated: its traceback goes to the log, the client gets an opaque 500."""
         log.error(
             "unexpected error in %s %s for model %r",
@@ -119,7 +128,8 @@ class Call:
             self.metrics.model,
             exc_info=error,
         )
-        return self.fail(InternalError(OPAQUE_MESSAGE))
+        internal = InternalError(OPAQUE_MESSAGE)
+        return self.fail(internal) if counted else Failure(status_of(internal), internal)
 
     def defer(self) -> None:
         """The work hands its answer to a stream: `finish` is called when the stream ends."""
@@ -148,15 +158,54 @@ class Call:
 
 
 Work = Callable[[Call, LoadedModel, A], Awaitable[T]]
+ServerWork = Callable[[Call, A], Awaitable[T]]
+UNAUTHENTICATED = "missing or unknown API key: send the header `Authorization: Bearer <key>`"
 
 
 class Pipeline:
-    """The steps every model request passes through (see the module docstring)."""
+    """The steps every request passes through (see the module docstring)."""
 
-    def __init__(self, repository: Repository, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, repository: Repository, metrics: Metrics, max_body_bytes: int, keys: KeyStore | None = None
+    ) -> None:
         self.repository = repository
         self.unknown = metrics.unknown
         self.max_body_bytes = max_body_bytes
+        self.keys = keys
+
+    def authenticate(self, endpoint: Endpoint, authorization: str | None) -> None:
+        """The presented key must be known and carry the endpoint's scope (no keys: everyone may)."""
+        keys = self.keys
+        if keys is None:
+            return
+        scopes = None
+        if authorization is not None:
+            scheme, _, key = authorization.strip().partition(" ")
+            if scheme.lower() == "bearer" and key:
+                scopes = keys.scopes_of(key.strip())
+        if scopes is None:
+            raise UnauthenticatedError(UNAUTHENTICATED)
+        if endpoint.scope not in scopes:
+            raise ForbiddenError(f"this API key lacks the {endpoint.scope!r} scope this route needs")
+
+    async def run_server(
+        self,
+        endpoint: Endpoint,
+        work: ServerWork[A, T],
+        argument: A,
+        *,
+        request_id: str,
+        authorization: str | None,
+    ) -> T | Failure:
+        """A server-level endpoint: authentication and error mapping, no model, not counted."""
+        call = Call(endpoint, request_id, self.unknown, self.max_body_bytes)
+        try:
+            self.authenticate(endpoint, authorization)
+            return await work(call, argument)
+        except RecapError as error:
+            return Failure(status_of(error), error)
+        except Exception as error:
+            return call.fail_unexpected(error, counted=False)
 
     async def run(
         self,
@@ -168,11 +217,14 @@ class Pipeline:
         model_name: str,
         model_version: str | None,
         content_length: int | None = None,
+        authorization: str | None = None,
     ) -> T | Failure:
         call = Call(endpoint, request_id, self.unknown, self.max_body_bytes)
         result: T | Failure
         try:
             try:
+                if self.keys is not None:
+                    self.authenticate(endpoint, authorization)
                 if content_length is not None and content_length > self.max_body_bytes:
                     raise PayloadTooLargeError(
                         f"request body of {content_length} bytes is over the limit of {self.max_body_bytes}"

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from service.api.errors import error_response
 from service.api.front import request_id_of
-from service.api.pipeline import Endpoint, Failure, Pipeline, Work
+from service.api.pipeline import Endpoint, Failure, Pipeline, ServerWork, Work
 from service.errors import InvalidInputError
 
 A = TypeVar("A")
@@ -71,5 +71,20 @@ async def serve(
         model_name=params["model_name"],
         model_version=params.get("model_version"),
         content_length=content_length(request),
+        authorization=request.headers.get("authorization"),
+    )
+    return failure_response(result) if isinstance(result, Failure) else result
+
+
+async def serve_server(
+    pipeline: Pipeline, request: Request, endpoint: Endpoint, work: ServerWork[A, Response], argument: A
+) -> Response:
+    """A server-level FastAPI route (no model) through the pipeline's authentication and error mapping."""
+    result = await pipeline.run_server(
+        endpoint,
+        work,
+        argument,
+        request_id=request_id_of(request.scope),
+        authorization=request.headers.get("authorization"),
     )
     return failure_response(result) if isinstance(result, Failure) else result

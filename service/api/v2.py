@@ -17,7 +17,7 @@ from service.api import schemas
 from service.api.front import BINARY_HEADER, InferHead, request_id_of
 from service.api.infer import InferHandler, answer
 from service.api.pipeline import Call, Endpoint
-from service.api.rest import content_length, json_response, serve
+from service.api.rest import content_length, json_response, serve, serve_server
 from service.api.state import AppState
 from service.runtime.model import LoadedModel
 from service.runtime.repository import PLATFORM
@@ -25,6 +25,8 @@ from service.runtime.repository import PLATFORM
 SERVER_NAME = "recap-serve"
 V2_METADATA = Endpoint("v2", "metadata", needs_session=False)
 V2_READY = Endpoint("v2", "ready", needs_session=False)
+V2_SERVER = Endpoint("v2", "server_metadata")
+V2_REPOSITORY_INDEX = Endpoint("v2", "repository_index", scope="admin")
 
 
 def _server_version() -> str:
@@ -62,10 +64,13 @@ def build_router(state: AppState, infer_handler: InferHandler) -> APIRouter:
     server = {"name": SERVER_NAME, "version": _server_version(), "extensions": state.extensions}
     errors: dict[int | str, dict[str, Any]] = {code: {"model": schemas.ErrorBody} for code in (400, 404)}
 
+    async def server_work(call: Call, _: None) -> Response:
+        return json_response(server)
+
     @router.get("/v2", responses={200: {"model": schemas.ServerMetadata}}, summary="Server metadata")
     @router.get("/v2/", include_in_schema=False)
-    async def server_metadata() -> Response:
-        return json_response(server)
+    async def server_metadata(request: Request) -> Response:
+        return await serve_server(pipeline, request, V2_SERVER, server_work, None)
 
     async def metadata_work(call: Call, model: LoadedModel, _: None) -> Response:
         return json_response(model_metadata(state, model))
@@ -89,8 +94,7 @@ def build_router(state: AppState, infer_handler: InferHandler) -> APIRouter:
     async def model_ready(request: Request, model_name: str, model_version: str | None = None) -> Response:
         return await serve(pipeline, request, V2_READY, ready_work, None)
 
-    @router.post("/v2/repository/index", summary="Model repository index (Triton)")
-    async def repository_index() -> Response:
+    async def index_work(call: Call, _: None) -> Response:
         return json_response(
             [
                 {"name": m.name, "version": m.version_str, "state": "READY" if m.ready else "UNAVAILABLE"}
@@ -98,6 +102,10 @@ def build_router(state: AppState, infer_handler: InferHandler) -> APIRouter:
                 for m in repository.models()
             ]
         )
+
+    @router.post("/v2/repository/index", summary="Model repository index (Triton)")
+    async def repository_index(request: Request) -> Response:
+        return await serve_server(pipeline, request, V2_REPOSITORY_INDEX, index_work, None)
 
     infer_docs: dict[str, Any] = {
         "openapi_extra": schemas.request_body(schemas.InferenceRequest),
@@ -120,6 +128,7 @@ def build_router(state: AppState, infer_handler: InferHandler) -> APIRouter:
             model_version,
             header.encode("latin-1") if header is not None else None,
             content_length(request),
+            request.headers.get("authorization"),
             request.receive,
         )
         status, content, headers = answer(await infer_handler.run(head))

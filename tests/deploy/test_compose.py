@@ -110,7 +110,19 @@ def test_monitoring_mounts_the_project_config(services: dict[str, Any]) -> None:
     assert home == "/var/lib/grafana/dashboards/recap-serve.json"
 
 
-def test_prometheus_scrapes_the_service_by_name() -> None:
+def test_prometheus_scrapes_the_services_metrics_listener_by_name(services: dict[str, Any]) -> None:
     config = yaml.safe_load((REPO / "monitoring" / "prometheus.yml").read_text())
     targets = {t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
-    assert "service:8000" in targets
+    port = services["service"]["environment"]["RECAP_METRICS_PORT"]
+    assert f"service:{port}" in targets and f"service-gpu:{port}" in targets
+    published = " ".join(str(p) for p in services["service"]["ports"])
+    assert port not in published, "the open metrics port stays inside the compose network"
+
+
+def test_the_servers_take_their_keys_from_a_secret(services: dict[str, Any]) -> None:
+    for name in ("service", "service-gpu"):
+        service = services[name]
+        assert service["environment"]["RECAP_API_KEYS_FILE"] == "/run/secrets/recap_api_keys"
+        assert [s["source"] if isinstance(s, dict) else s for s in service["secrets"]] == ["recap_api_keys"]
+    for name in ("locust-master", "locust-worker"):
+        assert services[name]["environment"]["RECAP_API_KEY_FILE"] == "/run/secrets/recap_load_key"

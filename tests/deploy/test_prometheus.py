@@ -14,13 +14,14 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.helpers.compose import REPO, command_of, raw_services, substitute
+from tests.helpers.compose import REPO, command_of, make_secrets, native_environment, raw_services
 from tests.helpers.servers import (
     MODELS,
     RunningServer,
@@ -40,9 +41,10 @@ WAIT_FOR_DATA_S = 45.0
 GENERATION_METRICS = ("recap_generated_tokens", "recap_active_streams", "recap_streams_cancelled")
 
 
-def _post(url: str, body: dict[str, Any]) -> int:
+def _post(url: str, body: dict[str, Any], key: str) -> int:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
     request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", f"Bearer {key}")
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return int(response.status)
@@ -50,33 +52,49 @@ def _post(url: str, body: dict[str, Any]) -> int:
         return int(exc.code)
 
 
-def _traffic(url: str, stop_event: threading.Event) -> None:
+def _traffic(url: str, key: str, stop_event: threading.Event) -> None:
     """Good V2/V1 requests plus some wrong ones (a failure rate for the error panels)."""
     good = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
     bad = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [5.1, 3.5, 1.4]}]}
     i = 0
     while not stop_event.is_set():
-        _post(f"{url}/v2/models/iris-mlp/infer", bad if i % 10 == 0 else good)
-        _post(f"{url}/v1/models/iris-mlp:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]})
+        _post(f"{url}/v2/models/iris-mlp/infer", bad if i % 10 == 0 else good, key)
+        _post(f"{url}/v1/models/iris-mlp:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}, key)
         i += 1
         time.sleep(0.02)
 
 
+@dataclass
+class ComposeService:
+    """The compose `service` run natively, with its API keys and its metrics listener."""
+
+    server: RunningServer
+    metrics_port: int
+    load_key: str
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """The compose `service`: its command and RECAP_* environment (host, port and repository local)."""
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeService]:
+    """The compose `service`: its command and RECAP_* environment (host, port, paths local)."""
     reason = service_available()
     if reason:
         pytest.skip(reason)
-    service = raw_services()["service"]
-    env = {key: substitute(str(value)) for key, value in service["environment"].items()}
-    env["RECAP_MODEL_REPOSITORY"] = str(MODELS)  # /models in the container (mounted read-only)
-    with running_server(tmp_path_factory.mktemp("server"), command=service["command"], env=env) as running:
+    secrets = tmp_path_factory.mktemp("compose") / "secrets"
+    make_secrets(secrets)
+    metrics_port = free_port()
+    env = native_environment("service", secrets, MODELS, metrics_port)
+    command = raw_services()["service"]["command"]
+    with running_server(tmp_path_factory.mktemp("server"), command=command, env=env) as running:
+        key = (secrets / "load-key").read_text().strip()
         stop_event = threading.Event()
-        thread = threading.Thread(target=_traffic, args=(running.url, stop_event), daemon=True)
+        thread = threading.Thread(target=_traffic, args=(running.url, key, stop_event), daemon=True)
         thread.start()
         try:
-            yield running
+            yield ComposeService(running, metrics_port, key)
         finally:
             stop_event.set()
             thread.join(timeout=10)
@@ -91,14 +109,15 @@ def _query(prometheus: str, expr: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def prometheus(server: ComposeService, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not Path(PROMETHEUS).is_file():
         pytest.skip("prometheus is not installed (`make system-deps` installs Debian's package; CI does)")
     work = tmp_path_factory.mktemp("prometheus")
     port = free_port()
     config = yaml.safe_load(SCRAPE_CONFIG.read_text())
     config["global"]["scrape_interval"] = "1s"
-    swap = {"service:8000": f"127.0.0.1:{server.port}", "localhost:9090": f"127.0.0.1:{port}"}
+    # The scrape config reads the metrics listener (open), so Prometheus needs no key.
+    swap = {"service:8002": f"127.0.0.1:{server.metrics_port}", "localhost:9090": f"127.0.0.1:{port}"}
     for job in config["scrape_configs"]:
         for static in job["static_configs"]:
             static["targets"] = [swap.get(t, t) for t in static["targets"]]
@@ -186,9 +205,10 @@ def test_every_dashboard_query_runs(scraped: str) -> None:
 
 
 @pytest.mark.e2e
-def test_dashboard_metrics_are_exported(server: RunningServer) -> None:
+def test_dashboard_metrics_are_exported(server: ComposeService) -> None:
     time.sleep(0.5)  # some traffic, so labelled series exist
-    status, body = http_get(f"{server.url}/metrics")
+    assert http_get(f"{server.server.url}/metrics")[0] == 401  # the main port asks for a metrics key
+    status, body = http_get(server.metrics_url)
     assert status == 200
     exported: set[str] = set()
     for line in body.decode().splitlines():
@@ -209,7 +229,7 @@ def test_dashboard_metrics_are_exported(server: RunningServer) -> None:
 
 
 @pytest.mark.e2e
-def test_compose_healthcheck_passes_natively(server: RunningServer) -> None:
+def test_compose_healthcheck_passes_natively(server: ComposeService) -> None:
     """The compose healthcheck's argv, run as an engine runs an exec-form check: passes against a ready
     server, fails against a port nobody listens on."""
     test = raw_services()["service"]["healthcheck"]["test"]
@@ -222,6 +242,6 @@ def test_compose_healthcheck_passes_natively(server: RunningServer) -> None:
             argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=30, check=False
         )
 
-    assert run(server.port).returncode == 0
+    assert run(server.server.port).returncode == 0  # the probe needs no key
     refused = run(free_port())
     assert refused.returncode == 1 and "not healthy" in refused.stderr

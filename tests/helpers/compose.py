@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,23 @@ def command_of(service: str) -> list[str]:
     command = raw_services()[service]["command"]
     assert isinstance(command, list), f"{service}: give the command as a list"
     return [substitute(str(part)) for part in command]
+
+
+def native_environment(service: str, secrets: Path, models: Path, metrics_port: int) -> dict[str, str]:
+    """A compose service's RECAP_* environment for a native run: its container paths (the repository,
+    the keys secret) swapped for local ones, its metrics listener on a free port."""
+    env = {key: substitute(str(value)) for key, value in raw_services()[service]["environment"].items()}
+    assert env["RECAP_API_KEYS_FILE"] == "/run/secrets/recap_api_keys"
+    env["RECAP_API_KEYS_FILE"] = str(secrets / "api-keys")
+    env["RECAP_MODEL_REPOSITORY"] = str(models)  # /models in the container (mounted read-only)
+    env["RECAP_METRICS_PORT"] = str(metrics_port)
+    return env
+
+
+def make_secrets(folder: Path) -> str:
+    """The compose secrets, written by the project's own tool; returns the operator key it printed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service.keys", "compose-secrets", str(folder)],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return done.stdout.strip().rsplit(" ", 1)[-1]

@@ -111,6 +111,22 @@ def sequence_model(width: int = 4) -> onnx.ModelProto:
     return _model(graph)
 
 
+LATENT = 4
+
+
+def generator_model() -> onnx.ModelProto:
+    """noise [batch, 4] -> images [batch, 64] = noise @ W (a stand-in for the GAN's generator)."""
+    weights = np.random.default_rng(1).normal(4, 8, size=(LATENT, 64)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["noise", "W"], ["images"])],
+        "generator",
+        [helper.make_tensor_value_info("noise", TensorProto.FLOAT, ["batch", LATENT])],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor("W", TensorProto.FLOAT, [LATENT, 64], weights.ravel())],
+    )
+    return _model(graph)
+
+
 def unsupported_op() -> onnx.ModelProto:
     """A well-formed file whose op onnxruntime does not know."""
     node = helper.make_node("NoSuchOp", ["input"], ["output"], domain="recap.unknown")

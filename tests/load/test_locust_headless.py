@@ -14,7 +14,7 @@ import pytest
 
 from load.catalog import PAYLOAD_DIR, load_models
 from tests.helpers.load_plan import REQUEST_NAMES, plan_for, stats_rows
-from tests.helpers.servers import REPO, RunningServer, locust_command
+from tests.helpers.servers import MODELS, REPO, RunningServer, locust_command, start_server
 
 REPORTS = REPO / "reports" / "load"  # the Makefile's LOAD_REPORTS default: the known folder
 VENV = Path(sys.executable).parent.parent
@@ -93,3 +93,32 @@ def test_a_wrong_answer_fails_the_run(server: RunningServer, tmp_path: Path) -> 
     assert total["Failure Count"] == total["Request Count"], total
     failures = (tmp_path / "run_failures.csv").read_text()
     assert "CheckError" in failures and "expected" in failures, failures
+
+
+@pytest.mark.e2e
+def test_the_locust_users_send_the_api_key(tmp_path: Path) -> None:
+    """Against a server with keys: the users' RECAP_API_KEY gets every answer; a wrong key gets 401s."""
+    key = "locust-key-0123456789abcdefghijkl"
+    keys = tmp_path / "api-keys"
+    keys.write_text(f"inference {key}\n")
+    server = start_server(MODELS, tmp_path / "server.log", env={"RECAP_API_KEYS_FILE": str(keys)})
+    try:
+        for sent, failing in ((key, False), ("wrong-key-0123456789abcdefghij", True)):
+            argv = locust_command(
+                "-f", str(REPO / "load" / "locustfile.py"), "--headless", "--host", server.url,
+                "-u", "2", "-r", "2", "-t", "3s", "--tags", "v2", "v1", "--csv", str(tmp_path / "run"),
+                "--only-summary",
+            )  # fmt: skip
+            env = {**os.environ, "RECAP_API_KEY": sent, "RECAP_LOAD_MODELS": "iris-mlp"}
+            done = subprocess.run(
+                argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
+            )
+            total = stats_rows(tmp_path / "run_stats.csv")["Aggregated"]
+            assert int(total["Request Count"]) > 0
+            if failing:
+                assert done.returncode == 1 and total["Failure Count"] == total["Request Count"]
+                assert "HTTP 401" in (tmp_path / "run_failures.csv").read_text()
+            else:
+                assert done.returncode == 0 and total["Failure Count"] == "0", done.stderr[-2000:]
+    finally:
+        server.stop()

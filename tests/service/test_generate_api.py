@@ -12,27 +12,12 @@ import onnx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from onnx import TensorProto, helper
 from PIL import Image
 
 from service.main import create_app
 from service.settings import Settings
+from tests.helpers.onnx_models import LATENT, generator_model
 from tests.helpers.text_models import SPECIALS, VOCAB, bigram_lm_model, copy_seq2seq_model, cycle_table
-
-LATENT = 4
-
-
-def generator_model() -> onnx.ModelProto:
-    """noise [batch, 4] -> images [batch, 64] = noise @ W (a stand-in for the GAN's generator)."""
-    weights = np.random.default_rng(1).normal(4, 8, size=(LATENT, 64)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["noise", "W"], ["images"])],
-        "generator",
-        [helper.make_tensor_value_info("noise", TensorProto.FLOAT, ["batch", LATENT])],
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 64])],
-        [helper.make_tensor("W", TensorProto.FLOAT, [LATENT, 64], weights.ravel())],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
 def save(root: Path, name: str, model: onnx.ModelProto, manifest: dict[str, Any]) -> None:

@@ -205,7 +205,8 @@ def _own_bookkeeping(source: str) -> list[str]:
                 found.append(f"line {node.lineno}: except {', '.join(sorted(names))}")
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             target, attribute = node.func.value, node.func.attr
-            if attribute in {"failure", "exception"}:
+            logs = isinstance(target, ast.Name) and target.id in {"log", "logger", "logging"}
+            if attribute == "failure" or (attribute == "exception" and logs):
                 found.append(f"line {node.lineno}: .{attribute}(...)")
             counted = isinstance(target, ast.Attribute) and target.attr in METRIC_CHILDREN
             if attribute in {"inc", "observe"} and counted:
@@ -223,3 +224,4 @@ def test_the_bookkeeping_check_finds_a_copy() -> None:
         "try:\n    pass\nexcept RecapError as e:\n    metrics.failure('v1', e.code)\n    x.requests.inc()\n"
     )
     assert len(_own_bookkeeping(copy)) == 3
+    assert len(_own_bookkeeping("log.exception('boom')\ntask.exception()\n")) == 1

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.helpers.compose import make_secrets
 from tests.helpers.servers import REPO, free_port
 from tests.helpers.stack import (
     BASE_IMAGE,
@@ -31,9 +32,14 @@ FIGURES = REPO / "reports" / "stack" / "figures.json"
 @dataclass
 class Stack:
     engine: Engine
-    env: dict[str, str]  # what every compose call of the session sees (published ports, images)
+    env: dict[str, str]  # what every compose call of the session sees (published ports, images, secrets)
     url: str
     service: str  # the service's container name
+    key: str  # the operator key (every scope) of the stack's secrets
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
 
     def compose(self, *argv: str, timeout: float = 300, check: bool = True) -> str:
         done = self.engine.compose(*argv, env=self.env, timeout=timeout, check=check)
@@ -72,14 +78,18 @@ def images(engine: Engine) -> Engine:
 
 
 @pytest.fixture(scope="session")
-def stack(images: Engine) -> Iterator[Stack]:
+def stack(images: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    secrets = tmp_path_factory.mktemp("stack") / "secrets"
+    key = make_secrets(secrets)  # what `make api-keys` writes
     env = {
         "RECAP_PUBLISH_PORT": str(free_port()),
         "LOCUST_PUBLISH_PORT": str(free_port()),
         "PROMETHEUS_PUBLISH_PORT": str(free_port()),
         "PROMETHEUS_IMAGE": PROMETHEUS_IMAGE,
+        "RECAP_API_KEYS_SECRET": str(secrets / "api-keys"),
+        "RECAP_LOAD_KEY_SECRET": str(secrets / "load-key"),
     }
-    running = Stack(images, env, f"http://127.0.0.1:{env['RECAP_PUBLISH_PORT']}", "")
+    running = Stack(images, env, f"http://127.0.0.1:{env['RECAP_PUBLISH_PORT']}", "", key)
     every_profile = ["--profile", "load", "--profile", "monitoring"]
     running.compose(*every_profile, "down", "-v", check=False)  # what a crashed earlier run left
     running.compose("up", "-d", "--no-build", "service")

@@ -95,13 +95,24 @@ def test_the_container_is_unprivileged_read_only_and_has_no_torch(stack: Stack) 
     assert podman("exec", stack.service, "touch", "/tmp/scratch", check=False).returncode == 0  # tmpfs
 
 
+def test_the_stack_runs_with_keys_from_its_secret(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.url, timeout=30) as client:
+        assert client.get("/v2/health/ready").status_code == 200  # the probe: no key
+        refused = client.post("/v2/models/iris-mlp/infer", json=IRIS)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+        assert client.post("/v2/models/iris-mlp/infer", json=IRIS, headers=stack.auth).status_code == 200
+        assert client.get("/metrics").status_code == 401
+    mounted = stack.engine.podman("exec", stack.service, "cat", "/run/secrets/recap_api_keys").stdout
+    assert "sha256:" in mounted and stack.key not in mounted  # the server's file holds digests only
+
+
 def test_answers_on_the_published_port_equal_the_native_server(stack: Stack, native: RunningServer) -> None:
     with (
         httpx.Client(base_url=stack.url, timeout=30) as container,
         httpx.Client(base_url=native.url, timeout=30) as local,
     ):
         for method, path, body in SAME_ANSWERS:
-            got = container.request(method, path, json=body)
+            got = container.request(method, path, json=body, headers=stack.auth)
             want = local.request(method, path, json=body)
             assert got.status_code == want.status_code == 200, (path, got.text[:300])
             assert close(got.json(), want.json()), (path, got.text[:500], want.text[:500])
@@ -146,11 +157,12 @@ def _prometheus(stack: Stack, query: str) -> list[dict[str, Any]]:
 
 def test_prometheus_scrapes_the_service_inside_the_stack(stack: Stack) -> None:
     """The monitoring profile with a Prometheus image built from Debian's package (Docker Hub's cannot
-    be pulled here); Grafana's image cannot be pulled either and stays a static check."""
+    be pulled here), scraping the service's metrics listener, which needs no key; Grafana's image cannot
+    be pulled either and stays a static check."""
     stack.compose("--profile", "monitoring", "up", "-d", "--no-build", "prometheus")
     with httpx.Client(base_url=stack.url, timeout=10) as client:
         for _ in range(20):
-            assert client.post("/v2/models/iris-mlp/infer", json=IRIS).status_code == 200
+            assert client.post("/v2/models/iris-mlp/infer", json=IRIS, headers=stack.auth).status_code == 200
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -164,7 +176,7 @@ def test_prometheus_scrapes_the_service_inside_the_stack(stack: Stack) -> None:
             -3000:
         ]
         time.sleep(1)
-    assert up[0]["metric"]["instance"] == "service:8000"  # found by its compose service name
+    assert up[0]["metric"]["instance"] == "service:8002"  # found by its compose service name
 
 
 def test_down_leaves_nothing_behind(stack: Stack) -> None:
