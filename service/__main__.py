@@ -7,6 +7,7 @@ import sys
 import uvicorn
 
 from service import logs, security
+from service.http_protocol import guarded_protocol
 from service.keys import KeysFileError
 from service.main import create_app, tls_options
 from service.settings import Settings
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         app,
         host=settings.host,
         port=settings.port,
-        http="httptools",
+        http=guarded_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
         loop="uvloop",
         access_log=settings.access_log,
         log_level=settings.log_level,

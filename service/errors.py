@@ -12,6 +12,8 @@ class RecapError(Exception):
     """Base of every error a client can cause; `code` is the metric reason."""
 
     code = "internal"
+    # Raised before the request body was read: the connection is closed rather than drained.
+    closes_connection = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -40,12 +42,14 @@ class UnauthenticatedError(RecapError):
     """No API key, or one the server does not hold (401)."""
 
     code = "unauthenticated"
+    closes_connection = True
 
 
 class ForbiddenError(RecapError):
     """A valid API key without the scope the route needs (403)."""
 
     code = "forbidden"
+    closes_connection = True
 
 
 class ModelNotFoundError(RecapError):
@@ -64,12 +68,52 @@ class PayloadTooLargeError(RecapError):
     """The request body is over the configured limit (413)."""
 
     code = "payload_too_large"
+    closes_connection = True
 
 
-class OverloadedError(RecapError):
-    """A capacity limit (such as concurrent generation streams) is reached; retry later (429)."""
+class RetryLaterError(RecapError):
+    """A capacity limit is reached; the same request may succeed in `retry_after_s` seconds. The
+    connection stays open (an unread body is drained, not kept), so the client reads the 503."""
 
     code = "overloaded"
+    retry_after_s = 1
+
+
+class ServerBusyError(RetryLaterError):
+    """--max-concurrency requests are in progress (503)."""
+
+    code = "server_busy"
+
+
+class ModelBusyError(RetryLaterError):
+    """The model's own concurrency cap is reached (503)."""
+
+    code = "model_busy"
+
+
+class InflightBytesError(RetryLaterError):
+    """Taking this body would pass --max-inflight-bytes (503)."""
+
+    code = "inflight_bytes"
+
+
+class OverloadedError(RetryLaterError):
+    """The cap on concurrent generation streams is reached (429)."""
+
+    code = "stream_limit"
+
+
+class DeadlineExceededError(RecapError):
+    """The request was not answered within its deadline (504)."""
+
+    code = "deadline_exceeded"
+
+
+class RequestTimeoutError(RecapError):
+    """The client did not send its whole body in time (408)."""
+
+    code = "body_timeout"
+    closes_connection = True
 
 
 class InternalError(RecapError):

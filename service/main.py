@@ -16,6 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
 
 from service.api import docs, generate, health, samples, v1, v2
+from service.api.admission import Limits
 from service.api.errors import install_handlers
 from service.api.front import FrontDoor
 from service.api.infer import InferHandler
@@ -68,6 +69,15 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+def limits(settings: Settings) -> Limits:
+    return Limits(
+        max_body_bytes=settings.max_body_bytes,
+        max_concurrency=settings.max_concurrency,
+        max_inflight_bytes=settings.max_inflight_bytes,
+        request_timeout_s=settings.request_timeout_seconds,
+    )
+
+
 def tls_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's TLS arguments (none: plain HTTP)."""
     if settings.tls_cert_file is None:
@@ -99,10 +109,14 @@ async def key_rotation(keys: KeyStore | None) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
     repository = Repository(
-        settings.model_repository, session_config(settings), metrics, settings.max_batch_size
+        settings.model_repository,
+        session_config(settings),
+        metrics,
+        settings.max_batch_size,
+        settings.model_max_concurrency,
     )
     keys = KeyStore(settings.api_keys_file) if settings.api_keys_file is not None else None
-    pipeline = Pipeline(repository, metrics, settings.max_body_bytes, keys)
+    pipeline = Pipeline(repository, metrics, limits(settings), keys)
     state = AppState(settings=settings, repository=repository, metrics=metrics, pipeline=pipeline)
     infer = InferHandler(pipeline, settings.offload_min_rows)
 

@@ -73,6 +73,11 @@ class Metrics:
             ["model", "version"],
             registry=self.registry,
         )
+        self.requests_in_progress = Gauge(
+            "recap_requests_in_progress",
+            "Requests admitted and not finished (the count --max-concurrency bounds).",
+            registry=self.registry,
+        )
         # Generation (service.api.generate): tokens made, streams open and streams the client left.
         self.generated_tokens = Counter(
             "recap_generated_tokens",

@@ -68,6 +68,40 @@ class Settings(BaseSettings):
         le=2**31,
         description="Largest request body accepted; larger ones get 413 before they are read.",
     )
+    max_concurrency: int = Field(
+        default=64,
+        ge=0,
+        description="Requests in progress across the server (probes and /metrics exempt); one more is "
+        "answered 503 with Retry-After at once, never queued. 0: no limit.",
+    )
+    model_max_concurrency: int = Field(
+        default=32,
+        ge=0,
+        description="Requests in progress per model version, for models whose model.json sets no "
+        "max_concurrency (long generations cannot take every slot). 0: no limit.",
+    )
+    max_inflight_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Bytes of request bodies being read or processed at once; a request that would pass "
+        "it is answered 503 with Retry-After before its body is read. 0: no limit.",
+    )
+    request_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="A request not answered in time gets 504 (a stream under way ends with "
+        'finish_reason "timeout"); a client may ask for less with a timeout parameter in microseconds.',
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A connection whose request headers are not complete in time is closed.",
+    )
+    body_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=86_400, description="A request body not received in time gets 408."
+    )
     max_batch_size: int = Field(
         default=0, ge=0, description="Batch limit for models whose model.json sets none; 0: no limit."
     )
@@ -160,6 +194,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"{str(path)!r} is not a file")
         if self.metrics_port is not None and self.metrics_port == self.port:
             raise ValueError(f"--metrics-port {self.metrics_port} is the main --port")
+        if 0 < self.max_inflight_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"--max-inflight-bytes ({self.max_inflight_bytes}) is below --max-body-bytes "
+                f"({self.max_body_bytes}): a body the server accepts could never be admitted"
+            )
         return self
 
     @field_validator("providers")

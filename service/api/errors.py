@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from service.errors import (
+    DeadlineExceededError,
     ForbiddenError,
     InvalidInputError,
     ModelNotFoundError,
@@ -23,6 +24,8 @@ from service.errors import (
     OverloadedError,
     PayloadTooLargeError,
     RecapError,
+    RequestTimeoutError,
+    RetryLaterError,
     UnauthenticatedError,
 )
 
@@ -35,18 +38,16 @@ STATUS: dict[type[RecapError], int] = {
     UnauthenticatedError: 401,
     ForbiddenError: 403,
     ModelNotFoundError: 404,
+    RequestTimeoutError: 408,
     PayloadTooLargeError: 413,
     OverloadedError: 429,
+    RetryLaterError: 503,
     ModelNotReadyError: 503,
+    DeadlineExceededError: 504,
 }
 JSON_HEADERS = [(b"content-type", b"application/json")]
-# How REST says some statuses beyond the body: 401 names the scheme (RFC 6750); 401 and 413 close the
-# connection, as the server will not read the rest of a body it refused.
-_CLOSE = (b"connection", b"close")
-EXTRA_HEADERS: dict[int, list[tuple[bytes, bytes]]] = {
-    401: [(b"www-authenticate", b'Bearer realm="recap-serve"'), _CLOSE],
-    413: [_CLOSE],
-}
+AUTHENTICATE = (b"www-authenticate", b'Bearer realm="recap-serve"')  # 401 names the scheme (RFC 6750)
+CLOSE = (b"connection", b"close")
 
 
 def status_of(error: RecapError) -> int:
@@ -60,15 +61,24 @@ def error_body(message: str) -> bytes:
     return orjson.dumps({"error": message})
 
 
-def error_headers(status: int) -> list[tuple[bytes, bytes]]:
-    extra = EXTRA_HEADERS.get(status)
-    return JSON_HEADERS if extra is None else [*JSON_HEADERS, *extra]
+def error_headers(error: RecapError) -> list[tuple[bytes, bytes]]:
+    """How REST says an error beyond its body: the scheme to authenticate with, when to retry, and a
+    closed connection when the server refused a body it did not read."""
+    headers = list(JSON_HEADERS)
+    if isinstance(error, UnauthenticatedError):
+        headers.append(AUTHENTICATE)
+    if isinstance(error, RetryLaterError):
+        headers.append((b"retry-after", b"%d" % error.retry_after_s))
+    if error.closes_connection:
+        headers.append(CLOSE)
+    return headers
 
 
-def error_response(status: int, message: str) -> Response:
+def error_response(status: int, message: str, error: RecapError | None = None) -> Response:
     response = Response(error_body(message), status_code=status, media_type="application/json")
-    for name, value in EXTRA_HEADERS.get(status, ()):
-        response.headers[name.decode()] = value.decode()
+    if error is not None:
+        for name, value in error_headers(error)[len(JSON_HEADERS) :]:
+            response.headers[name.decode()] = value.decode()
     return response
 
 

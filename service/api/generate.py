@@ -2,14 +2,18 @@
 
 Both endpoints run the same token loop (`service.runtime.generation`) of the text model the repository
 built at load. Each model step runs in a worker thread so a long generation never holds the event loop;
-the non-streamed answer runs its whole loop in one worker call. A stream checks for a disconnected
-client between tokens, and Starlette cancels the response when the client leaves; either way the loop
-is closed and no further step is computed. A stream is counted by the pipeline when it ends.
+the non-streamed answer runs its whole loop in one worker call, which the pipeline stops at the
+deadline (504) or when the client disconnects. A stream checks for a disconnected client and for its
+deadline between tokens (past it, a last event with finish_reason "timeout"), and Starlette cancels
+the response when the client leaves; either way the loop is closed and no further step is computed. A
+stream is counted by the pipeline when it ends. The `timeout` parameter (microseconds) shortens the
+deadline.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -112,13 +116,16 @@ def build_router(state: AppState) -> APIRouter:
     async def prepare(call: Call, model: LoadedModel, receive: Receive) -> Generation:
         generator = text_model(model)
         parsed = parse_generate_request(parse_json(await call.read_body(receive)), settings)
+        if parsed.timeout_us is not None:
+            call.shorten_deadline(parsed.timeout_us)
         return generator.prepare(
             parsed.text_input, parsed.params, max_prompt_length=settings.generate_max_prompt_length
         )
 
     async def generate_work(call: Call, model: LoadedModel, receive: Receive) -> Response:
         generation = await prepare(call, model, receive)
-        result = await anyio.to_thread.run_sync(generation.run)
+        stop = threading.Event()  # set at the deadline or when the client leaves: the loop ends
+        result = await call.in_thread(generation.run, stop, stop=stop.set, receive=receive)
         model.metrics.generated_tokens.inc(result.tokens)
         return json_response(
             {
@@ -131,19 +138,25 @@ def build_router(state: AppState) -> APIRouter:
         )
 
     async def events(
-        request: Request, model: LoadedModel, generation: Generation
+        request: Request, call: Call, model: LoadedModel, generation: Generation
     ) -> AsyncGenerator[bytes, None]:
         head = {"model_name": model.name, "model_version": model.version_str}
         metrics = model.metrics
         tokens, active = metrics.generated_tokens, metrics.active_streams
         steps = generation.steps()
         finished = False
+        made = 0
         active.inc()
         try:
             while not await request.is_disconnected():
+                if call.past_deadline():  # the headers are out: no 504 now, the last event says it
+                    finished = True
+                    yield _sse(head | {"text_output": "", "finish_reason": "timeout", "tokens": made})
+                    break
                 event = await anyio.to_thread.run_sync(next, steps, None)
                 if isinstance(event, TokenEvent):
                     tokens.inc()
+                    made += 1
                     yield _sse({**head, "text_output": event.text})
                     continue
                 finished = True
@@ -167,14 +180,14 @@ def build_router(state: AppState) -> APIRouter:
         generation = await prepare(call, model, request.receive)
         slot = slots.acquire()
         call.defer()
-        body = call.guarded(events(request, model, generation), _sse_failure)
+        body = call.guarded(events(request, call, model, generation), _sse_failure)
         return EventStream(body, slot, call)
 
     docs: dict[str, Any] = {
         "openapi_extra": schemas.request_body(schemas.GenerateRequest),
         "responses": {
             200: {"model": schemas.GenerateResponse},
-            **{code: {"model": schemas.ErrorBody} for code in (400, 404, 413, 429, 503)},
+            **{code: {"model": schemas.ErrorBody} for code in (400, 404, 408, 413, 429, 503, 504)},
         },
     }
 

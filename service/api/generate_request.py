@@ -15,13 +15,14 @@ from service.runtime.generation import GenerationParams
 from service.runtime.sampling import SamplingParams
 from service.settings import Settings
 
-PARAMETERS = ("max_tokens", "temperature", "top_k", "top_p", "seed", "stop")
+PARAMETERS = ("max_tokens", "temperature", "top_k", "top_p", "seed", "stop", "timeout")
 
 
 @dataclass(frozen=True)
 class GenerateRequest:
     text_input: str
     params: GenerationParams
+    timeout_us: int | None = None  # the client's deadline, in microseconds (Triton's spelling)
 
 
 _KINDS = {bool: "a boolean", str: "a string", list: "an array", dict: "an object"}
@@ -99,6 +100,5 @@ def parse_generate_request(document: object, settings: Settings) -> GenerateRequ
         top_p=_number(parameters, "top_p", 1.0),
         seed=_integer(parameters, "seed", None),
     )
-    return GenerateRequest(
-        text, GenerationParams(max_tokens=max_tokens, stop=_stop(parameters), sampling=sampling)
-    )
+    params = GenerationParams(max_tokens=max_tokens, stop=_stop(parameters), sampling=sampling)
+    return GenerateRequest(text, params, _integer(parameters, "timeout", None))

@@ -1,15 +1,15 @@
 """The V2 infer hot path: the front door calls `InferHandler` directly, the FastAPI route documents it.
 
 Both go through the request pipeline (`V2_INFER`); this module only decodes, runs and encodes. A batch
-of `--offload-min-rows` rows or more runs in a worker thread; smaller ones run inline, because a thread
-hop (0.1-0.35 ms here) costs more than running a few hundred rows of a tabular model.
+of `--offload-min-rows` rows or more runs in a worker thread, stopped at the deadline or when the client
+leaves; smaller ones run inline, because a thread hop (0.1-0.35 ms here) costs more than running a few
+hundred rows of a tabular model (and inline work cannot overrun a deadline by much).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
 
-from starlette.concurrency import run_in_threadpool
 from starlette.types import Send
 
 from service.api.errors import JSON_HEADERS, error_body, error_headers
@@ -18,6 +18,7 @@ from service.api.pipeline import Call, Endpoint, Failure, Pipeline
 from service.api.v2_codec import decode_request, encode_response
 from service.errors import InvalidInputError
 from service.runtime.model import LoadedModel
+from service.runtime.session import RunControl
 
 V2_INFER = Endpoint("v2", "infer")
 Headers = list[tuple[bytes, bytes]]
@@ -62,8 +63,18 @@ class InferHandler:
                 raise InvalidInputError(f"{BINARY_HEADER.decode()} must be a non-negative integer")
             header_length = int(head.binary_header)
         request = decode_request(body, model, header_length)
+        if request.timeout_us is not None:
+            call.shorten_deadline(request.timeout_us)
         if request.rows >= self.offload_rows:
-            results = await run_in_threadpool(model.run, request.output_names, request.feeds)
+            control = RunControl()
+            results = await call.in_thread(
+                model.run,
+                request.output_names,
+                request.feeds,
+                control,
+                stop=control.stop,
+                receive=head.receive,
+            )
         else:
             results = model.run(request.output_names, request.feeds)
         content, json_length = encode_response(model, request, results)
@@ -76,5 +87,5 @@ class InferHandler:
 def answer(result: Answer | Failure) -> Answer:
     """(status, body, headers) of the pipeline's result: a failure becomes `{"error": ...}`."""
     if isinstance(result, Failure):
-        return result.status, error_body(result.message), error_headers(result.status)
+        return result.status, error_body(result.message), error_headers(result.error)
     return result

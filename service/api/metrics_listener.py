@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
+from service.api.admission import Limits
 from service.api.errors import JSON_HEADERS, error_body, error_headers
 from service.api.front import RequestIds
 from service.api.health import METRICS
@@ -32,7 +33,7 @@ class MetricsApp:
 
     def __init__(self, pipeline: Pipeline, metrics: Metrics, require_key: bool) -> None:
         # An open listener takes the pipeline without keys: no key check, the same error mapping.
-        self.pipeline = pipeline if require_key else Pipeline(pipeline.repository, metrics, 0)
+        self.pipeline = pipeline if require_key else Pipeline(pipeline.repository, metrics, Limits(0))
         self.metrics = metrics
         self.ids = RequestIds()
 
@@ -53,7 +54,7 @@ class MetricsApp:
             METRICS, self._exposition, None, request_id=request_id, authorization=authorization
         )
         if isinstance(result, Failure):
-            await _answer(send, result.status, error_body(result.message), error_headers(result.status))
+            await _answer(send, result.status, error_body(result.message), error_headers(result.error))
         else:
             body, content_type = result
             await _answer(send, 200, body, [(b"content-type", content_type.encode())])

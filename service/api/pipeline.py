@@ -8,15 +8,18 @@ adapter decides how to say it. Each step is written once, here:
 1. start the timer; the call carries the request id (set by the front door for every log line);
 2. authentication: with API keys configured, the `Authorization: Bearer` key must be one the keys
    file holds (401 otherwise) and carry the endpoint's scope (403 otherwise);
-3. admission: a declared body over --max-body-bytes is refused before a byte is read
-   (concurrency limits and deadlines come here as well);
-4. look the model up (an unknown model or version is counted once, as model="" version="");
-5. require a ready session when the endpoint runs the model;
-6. run `work(call, model, argument)`; it reads its body with `call.read_body`, which counts it
-   against the same limit;
+3. admission (`service.api.admission`): a declared body over --max-body-bytes is refused (413), and
+   a request over --max-concurrency or --max-inflight-bytes (503 + Retry-After), before a byte is read;
+4. the deadline: --request-timeout-seconds from now, shortened by the client's `timeout` parameter;
+5. look the model up (an unknown model or version is counted once, as model="" version=""), then
+   its own concurrency cap and, where the endpoint runs the model, a ready session;
+6. run `work(call, model, argument)`; it reads its body with `call.read_body` (counted against the
+   same limits) and hands long work to `call.in_thread`, which stops it at the deadline (504) or
+   when the client leaves;
 7. map a domain error to its status and count the failure with its reason; log an unexpected error
    with its traceback and answer an opaque 500;
-8. count the request and observe its duration; a stream defers this to its end (`Call.defer`).
+8. count the request and observe its duration, give back what admission gave; a stream defers this
+   to its end (`Call.defer`).
 
 Server-level endpoints (server metadata, the repository index, /metrics) take `run_server`: the same
 authentication and error mapping, with no model and no request counting.
@@ -26,23 +29,30 @@ A cross-cutting concern is a step here, never a copy in an endpoint module.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import anyio.to_thread
 from starlette.types import Receive
 
+from service.api.admission import Admission, Limits, Ticket
 from service.api.errors import status_of
 from service.errors import (
     ClientDisconnectedError,
+    DeadlineExceededError,
     ForbiddenError,
     InternalError,
+    InvalidInputError,
     PayloadTooLargeError,
     RecapError,
+    RequestTimeoutError,
     UnauthenticatedError,
 )
+from service.http_protocol import body_timed_out
 from service.keys import KeyStore
 from service.metrics import EndpointMetrics, Metrics, ModelMetrics
 from service.runtime.model import LoadedModel
@@ -78,16 +88,36 @@ class Failure:
 
 
 class Call:
-    """One request in the pipeline: its endpoint, id, clock, and the metrics it is counted under."""
+    """One request in the pipeline: its endpoint, id, clock, deadline, what admission gave it, and the
+    metrics it is counted under."""
 
-    __slots__ = ("_children", "_done", "body_limit", "deferred", "endpoint", "metrics", "request_id", "start")
+    __slots__ = (
+        "_children",
+        "_done",
+        "admission",
+        "deadline",
+        "declared",
+        "deferred",
+        "endpoint",
+        "limits",
+        "metrics",
+        "request_id",
+        "start",
+        "ticket",
+    )  # fmt: skip
 
-    def __init__(self, endpoint: Endpoint, request_id: str, metrics: ModelMetrics, body_limit: int) -> None:
+    def __init__(
+        self, endpoint: Endpoint, request_id: str, metrics: ModelMetrics, pipeline: Pipeline
+    ) -> None:
         self.endpoint = endpoint
         self.request_id = request_id
         self.metrics = metrics
-        self.body_limit = body_limit
+        self.limits = pipeline.limits
+        self.admission = pipeline.admission
         self.start = time.perf_counter()
+        self.deadline = self.start + self.limits.request_timeout_s
+        self.ticket: Ticket | None = None
+        self.declared = False  # the body's length was declared (and reserved) at admission
         self._children: EndpointMetrics | None = None  # resolved once the model is known, or at the end
         self.deferred = False
         self._done = False
@@ -99,20 +129,71 @@ class Call:
         return self._children
 
     async def read_body(self, receive: Receive) -> bytes:
-        """The whole ASGI request body, refused with 413 once it passes the body limit."""
+        """The whole ASGI request body, refused with 413 once it passes the body limit; a chunked body is
+        counted against --max-inflight-bytes as it arrives."""
         chunks: list[bytes] = []
         seen = 0
+        limit = self.limits.max_body_bytes
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                if body_timed_out(receive):
+                    raise RequestTimeoutError("the request body did not arrive in time")
                 raise ClientDisconnectedError("the client disconnected before sending the whole body")
             chunk = message.get("body", b"")
             seen += len(chunk)
-            if seen > self.body_limit:
-                raise PayloadTooLargeError(f"request body is over the limit of {self.body_limit} bytes")
+            if seen > limit:
+                raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
+            if not self.declared and self.ticket is not None and chunk:
+                self.admission.reserve(self.ticket, len(chunk))
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def shorten_deadline(self, timeout_us: object) -> None:
+        """A client's `timeout` parameter (microseconds, as Triton spells it) may shorten the deadline."""
+        if type(timeout_us) is not int or timeout_us <= 0:
+            raise InvalidInputError("parameter 'timeout' must be a positive integer of microseconds")
+        self.deadline = min(self.deadline, self.start + timeout_us / 1e6)
+
+    def past_deadline(self) -> bool:
+        return time.perf_counter() >= self.deadline
+
+    def deadline_error(self) -> DeadlineExceededError:
+        budget = self.deadline - self.start
+        return DeadlineExceededError(f"the request was not answered within its deadline of {budget:.3g} s")
+
+    async def in_thread(
+        self,
+        work: Callable[..., T],
+        *args: Any,
+        stop: Callable[[], None] | None = None,
+        receive: Receive | None = None,
+    ) -> T:
+        """`work(*args)` in a worker thread, given up at the deadline (504) or, with `receive`, when the
+        client disconnects. `stop` tells the work to end early (onnxruntime's terminate flag, the
+        generation loop's stop event): nothing keeps running for a client that is gone."""
+        remaining = self.deadline - time.perf_counter()
+        if remaining <= 0:
+            raise self.deadline_error()
+        running = asyncio.ensure_future(anyio.to_thread.run_sync(work, *args))
+        watching: list[asyncio.Future[Any]] = [running]
+        gone = asyncio.ensure_future(_disconnected(receive)) if receive is not None else None
+        if gone is not None:
+            watching.append(gone)
+        try:
+            done, _ = await asyncio.wait(watching, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if gone is not None:
+                gone.cancel()
+        if running in done:
+            return running.result()
+        if stop is not None:
+            stop()
+        running.add_done_callback(_retrieve)  # it ends soon; its outcome is no longer anyone's
+        if gone is not None and gone in done:
+            raise ClientDisconnectedError("the client disconnected before the answer was ready")
+        raise self.deadline_error()
 
     def fail(self, error: RecapError) -> Failure:
         """Count a failure with its reason and say how it maps to a status."""
@@ -149,12 +230,25 @@ class Call:
             yield say(self.fail_unexpected(error))
 
     def finish(self) -> None:
-        """Count the request and observe its duration, once."""
+        """Count the request, observe its duration and give back what admission gave, once."""
         if not self._done:
             self._done = True
             children = self._children or self.children
             children.requests.inc()
             children.duration.observe(time.perf_counter() - self.start)
+            if self.ticket is not None:
+                self.admission.release(self.ticket)
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (the body is already read: the next message is the disconnect)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 Work = Callable[[Call, LoadedModel, A], Awaitable[T]]
@@ -166,11 +260,12 @@ class Pipeline:
     """The steps every request passes through (see the module docstring)."""
 
     def __init__(
-        self, repository: Repository, metrics: Metrics, max_body_bytes: int, keys: KeyStore | None = None
+        self, repository: Repository, metrics: Metrics, limits: Limits, keys: KeyStore | None = None
     ) -> None:
         self.repository = repository
         self.unknown = metrics.unknown
-        self.max_body_bytes = max_body_bytes
+        self.limits = limits
+        self.admission = Admission(limits, metrics)
         self.keys = keys
 
     def authenticate(self, endpoint: Endpoint, authorization: str | None) -> None:
@@ -197,8 +292,8 @@ class Pipeline:
         request_id: str,
         authorization: str | None,
     ) -> T | Failure:
-        """A server-level endpoint: authentication and error mapping, no model, not counted."""
-        call = Call(endpoint, request_id, self.unknown, self.max_body_bytes)
+        """A server-level endpoint: authentication and error mapping; no model, no admission, not counted."""
+        call = Call(endpoint, request_id, self.unknown, self)
         try:
             self.authenticate(endpoint, authorization)
             return await work(call, argument)
@@ -219,19 +314,24 @@ class Pipeline:
         content_length: int | None = None,
         authorization: str | None = None,
     ) -> T | Failure:
-        call = Call(endpoint, request_id, self.unknown, self.max_body_bytes)
+        call = Call(endpoint, request_id, self.unknown, self)
         result: T | Failure
         try:
             try:
                 if self.keys is not None:
                     self.authenticate(endpoint, authorization)
-                if content_length is not None and content_length > self.max_body_bytes:
+                limit = self.limits.max_body_bytes
+                if content_length is not None and content_length > limit:
                     raise PayloadTooLargeError(
-                        f"request body of {content_length} bytes is over the limit of {self.max_body_bytes}"
+                        f"request body of {content_length} bytes is over the limit of {limit}"
                     )
+                call.ticket = ticket = self.admission.admit(content_length)
+                call.declared = content_length is not None
                 model = self.repository.get(model_name, model_version)
                 call.metrics = metrics = model.metrics
                 call._children = metrics.endpoint(endpoint)
+                if model.concurrency_limit is not None:
+                    self.admission.admit_model(ticket, model)
                 if endpoint.needs_session:
                     model.require_session()
                 result = await work(call, model, argument)

@@ -43,7 +43,7 @@ def json_response(document: object, status: int = 200) -> Response:
 
 
 def failure_response(failure: Failure) -> Response:
-    return error_response(failure.status, failure.message)
+    return error_response(failure.status, failure.message, failure.error)
 
 
 def content_length(request: Request) -> int | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -99,7 +98,7 @@ def build_router(state: AppState) -> APIRouter:
         seed = _query_int(request, "seed", None, 0, SEED_MAX)
         scale = _query_int(request, "scale", 8, 1, SCALE_MAX)
         assert count is not None and scale is not None
-        content = await anyio.to_thread.run_sync(render_samples, model, count, seed, scale)
+        content = await call.in_thread(render_samples, model, count, seed, scale, receive=request.receive)
         return Response(content, media_type="image/png")
 
     @router.get("/v1/models/{model_name}/samples.png", summary="Generated samples as a PNG grid", **docs)

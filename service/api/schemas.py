@@ -115,6 +115,11 @@ class GenerateParameters(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: smallest set with this much mass.")
     seed: int | None = Field(None, ge=0, description="Same seed, same text; none: a fresh random seed.")
     stop: str | list[str] | None = Field(None, description="Stop strings, cut from the output.")
+    timeout: int | None = Field(
+        None,
+        gt=0,
+        description="Deadline in microseconds (Triton's spelling); shortens the server's, never extends it.",
+    )
 
 
 class GenerateRequest(BaseModel):
@@ -126,7 +131,10 @@ class GenerateResponse(BaseModel):
     model_name: str
     model_version: str
     text_output: str = Field(description="Generated text (streamed: this event's piece).")
-    finish_reason: str = Field(description='"length" (max_tokens), "stop" (a stop string) or "eos".')
+    finish_reason: str = Field(
+        description='"length" (max_tokens), "stop" (a stop string), "eos", or "timeout" (a stream past '
+        "its deadline)."
+    )
     tokens: int = Field(description="Model steps taken.")
 
 

@@ -44,6 +44,7 @@ class V2Request:
     id: str | None
     parameters: dict[str, Any] | None
     rows: int
+    timeout_us: object = None  # parameters.timeout: the client's deadline in microseconds (Triton)
 
 
 def _object(value: object, what: str) -> dict[str, Any]:
@@ -67,8 +68,9 @@ def decode_request(body: bytes, model: LoadedModel, header_length: int | None) -
     if request_id is not None and type(request_id) is not str:
         raise InvalidInputError("'id' must be a string")
     parameters = document.get("parameters")
+    timeout_us = None
     if parameters is not None:
-        _object(parameters, "'parameters'")
+        timeout_us = _object(parameters, "'parameters'").get("timeout")
     inputs = document.get("inputs")
     if type(inputs) is not list or not inputs:
         raise InvalidInputError(
@@ -113,7 +115,7 @@ def decode_request(body: bytes, model: LoadedModel, header_length: int | None) -
     model.check_complete(feeds)
     outputs = _requested_outputs(document.get("outputs"), model, parameters)
     rows = feeds[session.batch_input].shape[0] if session.batch_input is not None else 1
-    return V2Request(feeds, outputs, [o.name for o in outputs], request_id, parameters, rows)
+    return V2Request(feeds, outputs, [o.name for o in outputs], request_id, parameters, rows, timeout_us)
 
 
 def _requested_outputs(

@@ -14,6 +14,7 @@ until it is known not to be, so the concatenated stream always equals the non-st
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -220,9 +221,13 @@ class Generation:
                 break
         yield FinishEvent(reason=reason, text=stops.flush(), tokens=generated)
 
-    def run(self) -> GenerationResult:
+    def run(self, stop: threading.Event | None = None) -> GenerationResult:
+        """The whole generation; with `stop`, it ends between two model steps once the event is set
+        (the deadline passed, the client left) and its partial result is for nobody."""
         parts: list[str] = []
         for event in self.steps():
+            if stop is not None and stop.is_set():
+                return GenerationResult("".join(parts), "length", 0)
             parts.append(event.text)
             if isinstance(event, FinishEvent):
                 return GenerationResult("".join(parts), event.reason, event.tokens)

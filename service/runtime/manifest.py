@@ -36,6 +36,7 @@ class Manifest:
     labels: list[str] | None = None
     feature_names: list[str] | None = None
     max_batch_size: int | None = None
+    max_concurrency: int | None = None
     max_sequence_length: int | None = None
     tokenizer: dict[str, Any] | None = None
     sha256: str | None = None
@@ -87,6 +88,7 @@ def parse_manifest(raw: object) -> Manifest:
         labels=_string_list(raw, "labels"),
         feature_names=_string_list(raw, "feature_names"),
         max_batch_size=_positive(raw, "max_batch_size"),
+        max_concurrency=_positive(raw, "max_concurrency"),
         max_sequence_length=_positive(raw, "max_sequence_length"),
         tokenizer=_typed(raw, "tokenizer", dict, "an object"),
         sha256=sha256.lower() if sha256 else None,

@@ -19,7 +19,7 @@ import numpy as np
 from service.errors import InvalidInputError, ModelNotReadyError
 from service.metrics import ModelMetrics
 from service.runtime.manifest import Manifest
-from service.runtime.session import ModelSession, TensorSpec, check_input
+from service.runtime.session import ModelSession, RunControl, TensorSpec, check_input
 
 if TYPE_CHECKING:
     from service.runtime.generation import TextModel
@@ -37,6 +37,8 @@ class LoadedModel:
     session: ModelSession | None = None
     reason: str | None = None
     batch_limit: int | None = None
+    concurrency_limit: int | None = None  # requests in progress at once (admission control)
+    in_progress: int = 0
     load_seconds: float = 0.0
     # Built at load: the text model of a language or seq2seq model, and the names of the classes
     # (model.json's labels, or a language model's vocabulary for next-token top-k).
@@ -120,11 +122,14 @@ class LoadedModel:
             )
         return spec
 
-    def run(self, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run the session on checked `feeds`; the outputs in the order of `output_names`."""
+    def run(
+        self, output_names: list[str], feeds: dict[str, np.ndarray], control: RunControl | None = None
+    ) -> list[np.ndarray]:
+        """Run the session on checked `feeds`; the outputs in the order of `output_names`. `control`
+        can stop it from another thread (a deadline passed, the client left)."""
         session = self.require_session()
         start = time.perf_counter()
-        results = session.run(feeds, output_names)
+        results = session.run(feeds, output_names, control)
         self.metrics.inference_duration.observe(time.perf_counter() - start)
         batch_input = session.batch_input
         self.metrics.inference_rows.inc(feeds[batch_input].shape[0] if batch_input is not None else 1)

@@ -29,11 +29,19 @@ PLATFORM = "onnxruntime_onnx"
 class Repository:
     """Every version of every model under one folder, loaded at start-up."""
 
-    def __init__(self, root: Path, config: SessionConfig, metrics: Metrics, default_batch_limit: int = 0):
+    def __init__(
+        self,
+        root: Path,
+        config: SessionConfig,
+        metrics: Metrics,
+        default_batch_limit: int = 0,
+        default_concurrency_limit: int = 0,
+    ):
         self.root = root.resolve()
         self.config = config
         self.metrics = metrics
         self.default_batch_limit = default_batch_limit or None
+        self.default_concurrency_limit = default_concurrency_limit or None
         self._by_key: dict[tuple[str, str], LoadedModel] = {}
         self._default: dict[str, LoadedModel] = {}
         self._versions: dict[str, list[LoadedModel]] = {}
@@ -64,6 +72,7 @@ class Repository:
         try:
             model.manifest = read_manifest(path)
             model.batch_limit = model.manifest.max_batch_size or self.default_batch_limit
+            model.concurrency_limit = model.manifest.max_concurrency or self.default_concurrency_limit
             onnx_path = path / "model.onnx"
             if not onnx_path.resolve().is_relative_to(self.root) or not onnx_path.is_file():
                 raise ModelLoadError("model.onnx is missing")

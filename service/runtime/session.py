@@ -118,6 +118,16 @@ def _provider_list(config: SessionConfig) -> list[str | tuple[str, dict[str, Any
     return chosen
 
 
+class RunControl:
+    """Stops a session.run from another thread: onnxruntime checks its terminate flag as it runs."""
+
+    def __init__(self) -> None:
+        self.options = ort.RunOptions()
+
+    def stop(self) -> None:
+        self.options.terminate = True
+
+
 class ModelSession:
     """An onnxruntime InferenceSession plus its precomputed specs."""
 
@@ -150,9 +160,11 @@ class ModelSession:
         # The input whose first axis counts the rows (None: the graph takes no batch).
         self.batch_input = self.inputs[0].name if self.inputs and self.inputs[0].batched else None
 
-    def run(self, feeds: dict[str, np.ndarray], output_names: list[str]) -> list[np.ndarray]:
+    def run(
+        self, feeds: dict[str, np.ndarray], output_names: list[str], control: RunControl | None = None
+    ) -> list[np.ndarray]:
         try:
-            return self.session.run(output_names, feeds)
+            return self.session.run(output_names, feeds, control.options if control is not None else None)
         except (InvalidArgument, RuntimeException) as error:
             # Inputs passed our checks but the graph rejects them (e.g. dynamic axes that disagree):
             # the client's doing, so a 400 that names the graph's complaint.

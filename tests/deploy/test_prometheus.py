@@ -60,6 +60,8 @@ def _traffic(url: str, key: str, stop_event: threading.Event) -> None:
     while not stop_event.is_set():
         _post(f"{url}/v2/models/iris-mlp/infer", bad if i % 10 == 0 else good, key)
         _post(f"{url}/v1/models/iris-mlp:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}, key)
+        if i % 10 == 5:
+            _post(f"{url}/v2/models/iris-mlp/infer", good, "not-a-key")  # a refusal for that panel
         i += 1
         time.sleep(0.02)
 

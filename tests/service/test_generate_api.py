@@ -188,7 +188,7 @@ def test_stream_cap_answers_429(repo: Path) -> None:
         with capped.stream("POST", "/v2/models/cycle-lm/generate_stream", json=body) as first:
             assert first.status_code == 200
             second = capped.post("/v2/models/cycle-lm/generate_stream", json=body)
-            assert second.status_code == 429
+            assert second.status_code == 429 and second.headers["retry-after"] == "1"
             assert "limit" in second.json()["error"]
             first.read()
         # The slot is free again once the first stream ended.
