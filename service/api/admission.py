@@ -6,12 +6,15 @@ Three counters, all on the event loop (so no lock): requests in progress in the 
 (`--max-concurrency`), per model version (model.json's `max_concurrency`, else
 `--model-max-concurrency`), and bytes of request bodies being read or processed
 (`--max-inflight-bytes`: a declared body is reserved before it is read, a chunked one as it arrives).
-Probes and /metrics never pass here. A `Ticket` holds what one request took and gives it back once.
+Probes and /metrics never pass here. The request's `Call` holds what it took (a slot, a model's slot,
+reserved bytes) and gives it back once; the in-progress gauge reads the counter when it is scraped, so a
+request costs no metric update here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from service.errors import InflightBytesError, ModelBusyError, ServerBusyError
 from service.metrics import Metrics
@@ -26,14 +29,11 @@ class Limits:
     request_timeout_s: float = 60.0
 
 
-class Ticket:
-    """What one admitted request holds: a server slot, maybe a model slot, reserved body bytes."""
+class Holder(Protocol):
+    """What a request holds (service.api.pipeline.Call): reserved body bytes and a model's slot."""
 
-    __slots__ = ("bytes", "model")
-
-    def __init__(self) -> None:
-        self.bytes = 0
-        self.model: LoadedModel | None = None
+    reserved: int
+    held_model: LoadedModel | None
 
 
 class Admission:
@@ -42,22 +42,19 @@ class Admission:
         self.max_inflight_bytes = limits.max_inflight_bytes
         self.in_progress = 0
         self.inflight_bytes = 0
-        self._gauge = metrics.requests_in_progress
+        metrics.requests_in_progress.set_function(lambda: self.in_progress)
 
-    def admit(self, content_length: int | None) -> Ticket:
+    def admit(self, holder: Holder, content_length: int | None) -> None:
         """A server slot and the declared body's bytes, or a 503 before anything is read."""
         if self.max_concurrency and self.in_progress >= self.max_concurrency:
             raise ServerBusyError(
                 f"the server has {self.in_progress} requests in progress, its limit; retry shortly"
             )
-        ticket = Ticket()
         if content_length:
-            self.reserve(ticket, content_length)
+            self.reserve(holder, content_length)
         self.in_progress += 1
-        self._gauge.inc()
-        return ticket
 
-    def admit_model(self, ticket: Ticket, model: LoadedModel) -> None:
+    def admit_model(self, holder: Holder, model: LoadedModel) -> None:
         limit = model.concurrency_limit
         if limit is not None and model.in_progress >= limit:
             raise ModelBusyError(
@@ -65,9 +62,9 @@ class Admission:
                 "its limit; retry shortly"
             )
         model.in_progress += 1
-        ticket.model = model
+        holder.held_model = model
 
-    def reserve(self, ticket: Ticket, size: int) -> None:
+    def reserve(self, holder: Holder, size: int) -> None:
         """Body bytes about to be read; over --max-inflight-bytes they are refused (503)."""
         if self.max_inflight_bytes and self.inflight_bytes + size > self.max_inflight_bytes:
             raise InflightBytesError(
@@ -75,13 +72,13 @@ class Admission:
                 f"{size} more would pass its limit of {self.max_inflight_bytes}; retry shortly"
             )
         self.inflight_bytes += size
-        ticket.bytes += size
+        holder.reserved += size
 
-    def release(self, ticket: Ticket) -> None:
+    def release(self, holder: Holder) -> None:
         self.in_progress -= 1
-        self._gauge.dec()
-        self.inflight_bytes -= ticket.bytes
-        ticket.bytes = 0
-        if ticket.model is not None:
-            ticket.model.in_progress -= 1
-            ticket.model = None
+        if holder.reserved:
+            self.inflight_bytes -= holder.reserved
+            holder.reserved = 0
+        if holder.held_model is not None:
+            holder.held_model.in_progress -= 1
+            holder.held_model = None

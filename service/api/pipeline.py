@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from starlette.types import Receive
 
-from service.api.admission import Admission, Limits, Ticket
+from service.api.admission import Admission, Limits
 from service.api.errors import status_of
 from service.errors import (
     ClientDisconnectedError,
@@ -95,15 +95,17 @@ class Call:
         "_children",
         "_done",
         "admission",
+        "admitted",
         "deadline",
         "declared",
         "deferred",
         "endpoint",
+        "held_model",
         "limits",
         "metrics",
         "request_id",
+        "reserved",
         "start",
-        "ticket",
     )  # fmt: skip
 
     def __init__(
@@ -116,7 +118,10 @@ class Call:
         self.admission = pipeline.admission
         self.start = time.perf_counter()
         self.deadline = self.start + self.limits.request_timeout_s
-        self.ticket: Ticket | None = None
+        # What admission gave: a slot, a model's slot, body bytes (given back by finish).
+        self.admitted = False
+        self.held_model: LoadedModel | None = None
+        self.reserved = 0
         self.declared = False  # the body's length was declared (and reserved) at admission
         self._children: EndpointMetrics | None = None  # resolved once the model is known, or at the end
         self.deferred = False
@@ -144,8 +149,8 @@ class Call:
             seen += len(chunk)
             if seen > limit:
                 raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
-            if not self.declared and self.ticket is not None and chunk:
-                self.admission.reserve(self.ticket, len(chunk))
+            if not self.declared and self.admitted and chunk:
+                self.admission.reserve(self, len(chunk))
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -236,8 +241,8 @@ class Call:
             children = self._children or self.children
             children.requests.inc()
             children.duration.observe(time.perf_counter() - self.start)
-            if self.ticket is not None:
-                self.admission.release(self.ticket)
+            if self.admitted:
+                self.admission.release(self)
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -325,13 +330,14 @@ class Pipeline:
                     raise PayloadTooLargeError(
                         f"request body of {content_length} bytes is over the limit of {limit}"
                     )
-                call.ticket = ticket = self.admission.admit(content_length)
+                self.admission.admit(call, content_length)
+                call.admitted = True
                 call.declared = content_length is not None
                 model = self.repository.get(model_name, model_version)
                 call.metrics = metrics = model.metrics
                 call._children = metrics.endpoint(endpoint)
                 if model.concurrency_limit is not None:
-                    self.admission.admit_model(ticket, model)
+                    self.admission.admit_model(call, model)
                 if endpoint.needs_session:
                     model.require_session()
                 result = await work(call, model, argument)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +33,25 @@ from tests.helpers.onnx_models import classifier, write_model
 ENDPOINT = Endpoint("v2", "infer")
 
 
+@dataclass
+class Held:
+    reserved: int = 0
+    held_model: LoadedModel | None = None
+
+
 def test_the_server_cap_the_model_cap_and_the_bytes_are_given_back(repo_dir: Path) -> None:
     metrics = Metrics()
     admission = Admission(Limits(max_body_bytes=100, max_concurrency=2, max_inflight_bytes=100), metrics)
     repository = Repository(repo_dir, SessionConfig(), metrics, default_concurrency_limit=1)
     repository.load_all()
     model = repository.get("iris-like")
-    first, second = admission.admit(60), admission.admit(None)
+    first, second = Held(), Held()
+    admission.admit(first, 60)
+    admission.admit(second, None)
     with pytest.raises(ServerBusyError, match="2 requests in progress, its limit") as busy:
-        admission.admit(None)
+        admission.admit(Held(), None)
     assert busy.value.retry_after_s == 1
-    assert metrics.registry.get_sample_value("recap_requests_in_progress") == 2
+    assert metrics.registry.get_sample_value("recap_requests_in_progress") == 2  # read when scraped
     admission.admit_model(first, model)
     with pytest.raises(ModelBusyError, match="model 'iris-like' version 2 has 1 requests in progress"):
         admission.admit_model(second, model)
@@ -60,20 +69,25 @@ def test_the_server_cap_the_model_cap_and_the_bytes_are_given_back(repo_dir: Pat
 def call_of(limits: Limits) -> Call:
     pipeline = Pipeline(Repository(Path("."), SessionConfig(), Metrics()), Metrics(), limits)
     call = Call(ENDPOINT, "test", pipeline.unknown, pipeline)
-    call.ticket = pipeline.admission.admit(None)
+    pipeline.admission.admit(call, None)
+    call.admitted = True
     return call
 
 
 def test_a_chunked_body_is_counted_against_the_bytes_in_flight_as_it_arrives() -> None:
     call = call_of(Limits(max_body_bytes=100, max_inflight_bytes=100))
-    call.admission.reserve(call.admission.admit(None), 70)  # another request holds 70 bytes
+    other = Held()
+    call.admission.admit(other, 70)  # another request holds 70 bytes
     chunks = [{"type": "http.request", "body": b"x" * 20, "more_body": True}] * 3
 
     async def receive() -> dict[str, Any]:
         return chunks.pop(0)
 
     with pytest.raises(InflightBytesError):
-        asyncio.run(call.read_body(receive))  # 20 + 20 fit beside the 70, the third chunk does not
+        asyncio.run(call.read_body(receive))  # 20 fit beside the 70, the next 20 do not
+    assert call.reserved == 20
+    call.finish()
+    assert call.admission.inflight_bytes == 70 and call.reserved == 0
 
 
 def test_a_client_timeout_only_shortens_the_deadline() -> None:
