@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import uvicorn
@@ -10,6 +11,7 @@ from service import logs, security
 from service.http_protocol import guarded_protocol
 from service.keys import KeysFileError
 from service.main import create_app, tls_options
+from service.server import DrainingServer
 from service.settings import Settings
 
 
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeysFileError as error:
         print(f"recap-serve: {error}", file=sys.stderr)
         sys.exit(2)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -39,6 +41,11 @@ def main(argv: list[str] | None = None) -> None:
         date_header=False,
         **tls_options(settings),
     )
+    server = DrainingServer(config, app.state.recap.drain)
+    with contextlib.suppress(KeyboardInterrupt):  # SIGINT, re-raised by uvicorn after it stopped
+        server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's start-up failure code: the port was taken, the lifespan failed
 
 
 if __name__ == "__main__":

@@ -103,6 +103,13 @@ class OverloadedError(RetryLaterError):
     code = "stream_limit"
 
 
+class ShuttingDownError(RetryLaterError):
+    """The server is draining and the drain's timeout is over: work still running is stopped (503;
+    another replica can take the retry)."""
+
+    code = "shutdown"
+
+
 class DeadlineExceededError(RecapError):
     """The request was not answered within its deadline (504)."""
 

@@ -15,8 +15,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
 
-from service.api import docs, generate, health, samples, v1, v2
+from service.api import docs, generate, health, repository_api, samples, v1, v2
 from service.api.admission import Limits
+from service.api.drain import Drain
 from service.api.errors import install_handlers
 from service.api.front import FrontDoor
 from service.api.infer import InferHandler
@@ -26,6 +27,7 @@ from service.api.schemas import DOC_MODELS
 from service.api.state import AppState
 from service.keys import KeyStore, watch
 from service.metrics import Metrics
+from service.runtime.lifecycle import ModelControl, VersionPolicy
 from service.runtime.repository import Repository
 from service.runtime.session import SessionConfig
 from service.settings import Settings
@@ -116,19 +118,36 @@ def create_app(settings: Settings) -> FastAPI:
         settings.model_max_concurrency,
     )
     keys = KeyStore(settings.api_keys_file) if settings.api_keys_file is not None else None
-    pipeline = Pipeline(repository, metrics, limits(settings), keys)
-    state = AppState(settings=settings, repository=repository, metrics=metrics, pipeline=pipeline)
+    drain = Drain(settings.drain_grace_seconds, settings.shutdown_timeout_seconds)
+    pipeline = Pipeline(repository, metrics, limits(settings), keys, drain)
+    control = ModelControl(
+        repository,
+        settings.model_control_mode,
+        VersionPolicy.parse(settings.version_policy),
+        settings.repository_poll_seconds,
+        tuple(settings.load_model),
+    )
+    state = AppState(
+        settings=settings,
+        repository=repository,
+        metrics=metrics,
+        pipeline=pipeline,
+        control=control,
+        drain=drain,
+    )
     infer = InferHandler(pipeline, settings.offload_min_rows)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        repository.load_all()
+        await control.start()
         models = repository.models()
         log.info(
-            "serving %d model version(s), %d ready, from %s; API keys: %s",
+            "serving %d model version(s), %d ready, from %s (model control: %s, versions: %s); API keys: %s",
             len(models),
             sum(m.ready for m in models),
             repository.root,
+            settings.model_control_mode,
+            settings.version_policy,
             f"{len(keys)} from {settings.api_keys_file}" if keys is not None else "none (open)",
         )
         listener = None
@@ -141,6 +160,7 @@ def create_app(settings: Settings) -> FastAPI:
             async with key_rotation(keys):
                 yield
         finally:
+            await control.stop()
             if listener is not None:
                 await listener.stop()
 
@@ -157,6 +177,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.recap = state
     install_handlers(app)
     app.include_router(health.build_router(state))
+    app.include_router(repository_api.build_router(state))  # before v2: /v2/models/stats is no model
     app.include_router(v2.build_router(state, infer))
     app.include_router(v1.build_router(state))
     app.include_router(generate.build_router(state))

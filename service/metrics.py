@@ -69,8 +69,14 @@ class Metrics:
         )
         self.model_ready = Gauge(
             "recap_model_ready",
-            "1 when the model version is loaded and ready, 0 when it failed to load.",
+            "1 when the model version is in service and ready, 0 when it is listed but not ready.",
             ["model", "version"],
+            registry=self.registry,
+        )
+        self.model_loads = Counter(
+            "recap_model_loads",
+            "Loads of a model version by result: success, failure, or pending (a folder caught mid-update).",
+            ["model", "version", "result"],
             registry=self.registry,
         )
         self.requests_in_progress = Gauge(

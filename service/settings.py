@@ -16,6 +16,7 @@ ProviderName = Literal["cpu", "cuda", "tensorrt"]
 OptimizationLevel = Literal["disabled", "basic", "extended", "all"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
+ControlMode = Literal["none", "poll", "explicit"]
 
 
 class Settings(BaseSettings):
@@ -113,7 +114,41 @@ class Settings(BaseSettings):
         "of a tabular model inline; at 1024 rows the larger MLPs take about 1 ms.",
     )
     strict_readiness: bool = Field(
-        default=True, description="/v2/health/ready answers 200 only when every model version is ready."
+        default=True,
+        description="/v2/health/ready answers 200 only when every model has a ready default version "
+        "(a failed or pending older/newer version does not count); off: when at least one model is ready.",
+    )
+    model_control_mode: ControlMode = Field(
+        default="none",
+        description="none: load every version at start-up, never read the repository again; poll: rescan "
+        "it every --repository-poll-seconds (new, changed by sha256 and removed versions); explicit: load "
+        "--load-model at start-up, then only what POST /v2/repository/models/{m}/load|unload asks.",
+    )
+    repository_poll_seconds: float = Field(
+        default=5.0, gt=0, le=86_400, description="Seconds between two rescans in poll mode."
+    )
+    load_model: list[str] = Field(
+        default_factory=list,
+        description="explicit mode: a model to load at start-up (repeat the flag; * for all).",
+    )
+    version_policy: str = Field(
+        default="all",
+        pattern=r"^(all|latest:[1-9][0-9]{0,5})$",
+        description="Versions in service: all, or latest:N (the N highest version folders).",
+    )
+    drain_grace_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="After SIGTERM: readiness is 503 at once, and requests are still accepted for this long "
+        "(so a load balancer or Kubernetes removes the endpoint first).",
+    )
+    shutdown_timeout_seconds: float = Field(
+        default=25.0,
+        ge=0,
+        le=3600,
+        description="Then: requests and streams in progress get this long to finish; a stream still "
+        'running ends with a last event finish_reason "shutdown". Then the process exits 0.',
     )
     generate_max_tokens: int = Field(
         default=512,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from service.api.drain import Drain
 from service.errors import InflightBytesError, ModelBusyError, ServerBusyError
 from service.metrics import Metrics
 from service.runtime.model import LoadedModel
@@ -37,7 +38,8 @@ class Holder(Protocol):
 
 
 class Admission:
-    def __init__(self, limits: Limits, metrics: Metrics) -> None:
+    def __init__(self, limits: Limits, metrics: Metrics, drain: Drain | None = None) -> None:
+        self.drain = drain if drain is not None else Drain()  # work in progress ends when it has ended
         self.max_concurrency = limits.max_concurrency
         self.max_inflight_bytes = limits.max_inflight_bytes
         self.in_progress = 0
@@ -55,6 +57,8 @@ class Admission:
         self.in_progress += 1
 
     def admit_model(self, holder: Holder, model: LoadedModel) -> None:
+        """A slot of the model version (counted even without a cap: a retired version's session is
+        released when its count falls to 0)."""
         limit = model.concurrency_limit
         if limit is not None and model.in_progress >= limit:
             raise ModelBusyError(

@@ -4,7 +4,8 @@ Both endpoints run the same token loop (`service.runtime.generation`) of the tex
 built at load. Each model step runs in a worker thread so a long generation never holds the event loop;
 the non-streamed answer runs its whole loop in one worker call, which the pipeline stops at the
 deadline (504) or when the client disconnects. A stream checks for a disconnected client and for its
-deadline between tokens (past it, a last event with finish_reason "timeout"), and Starlette cancels
+deadline between tokens (past it, a last event with finish_reason "timeout"; "shutdown" when the
+server's drain timeout is over), and Starlette cancels
 the response when the client leaves; either way the loop is closed and no further step is computed. A
 stream is counted by the pipeline when it ends. The `timeout` parameter (microseconds) shortens the
 deadline.
@@ -149,9 +150,10 @@ def build_router(state: AppState) -> APIRouter:
         active.inc()
         try:
             while not await request.is_disconnected():
-                if call.past_deadline():  # the headers are out: no 504 now, the last event says it
+                ending = call.ending()  # past the deadline, or the drain's timeout is over
+                if ending is not None:  # the headers are out: no 504 now, the last event says it
                     finished = True
-                    yield _sse(head | {"text_output": "", "finish_reason": "timeout", "tokens": made})
+                    yield _sse(head | {"text_output": "", "finish_reason": ending, "tokens": made})
                     break
                 event = await anyio.to_thread.run_sync(next, steps, None)
                 if isinstance(event, TokenEvent):

@@ -1,4 +1,8 @@
-"""Operations: V2 liveness/readiness (always open: probes send no key) and Prometheus `/metrics`."""
+"""Operations: V2 liveness/readiness (always open: probes send no key) and Prometheus `/metrics`.
+
+Readiness follows what clients can use: 200 when every model's default version is ready (strict, the
+default) or when at least one is (--no-strict-readiness); 503 from the moment SIGTERM starts the drain.
+"""
 
 from __future__ import annotations
 
@@ -31,11 +35,18 @@ def build_router(state: AppState) -> APIRouter:
 
     @router.get("/v2/health/ready", summary="Server ready", responses={503: {"model": schemas.ErrorBody}})
     async def ready() -> Response:
-        models = repository.models()
-        broken = [f"{m.name} v{m.version}" for m in models if not m.ready]
-        if strict and broken:
-            return error_response(503, f"{len(broken)} model version(s) not ready: {', '.join(broken[:10])}")
-        if not any(m.ready for m in models) and models:
+        # What clients can use: the default version of each model (requests without a version go
+        # there). A failed or pending other version shows in the index and the metrics instead.
+        if state.drain.draining:
+            return error_response(503, "the server is shutting down")
+        defaults = [repository.default(name) for name in repository.names()]
+        unusable = [f"{m.name} v{m.version}" for m in defaults if m is not None and not m.ready]
+        if strict and unusable:
+            shown = ", ".join(unusable[:10])
+            return error_response(
+                503, f"{len(unusable)} model(s) have no ready version: {shown} (reasons: the model metadata)"
+            )
+        if defaults and len(unusable) == len(defaults):
             return error_response(503, "no model is ready")
         return json_response({"ready": True})
 

@@ -68,7 +68,8 @@ class InferHandler:
         if request.rows >= self.offload_rows:
             control = RunControl()
             results = await call.in_thread(
-                model.run,
+                call.run_model,
+                model,
                 request.output_names,
                 request.feeds,
                 control,
@@ -76,7 +77,7 @@ class InferHandler:
                 receive=head.receive,
             )
         else:
-            results = model.run(request.output_names, request.feeds)
+            results = call.run_model(model, request.output_names, request.feeds)
         content, json_length = encode_response(model, request, results)
         if json_length is None:
             return 200, content, JSON_HEADERS

@@ -40,6 +40,7 @@ import anyio.to_thread
 from starlette.types import Receive
 
 from service.api.admission import Admission, Limits
+from service.api.drain import Drain
 from service.api.errors import status_of
 from service.errors import (
     ClientDisconnectedError,
@@ -50,6 +51,7 @@ from service.errors import (
     PayloadTooLargeError,
     RecapError,
     RequestTimeoutError,
+    ShuttingDownError,
     UnauthenticatedError,
 )
 from service.http_protocol import body_timed_out
@@ -57,6 +59,7 @@ from service.keys import KeyStore
 from service.metrics import EndpointMetrics, Metrics, ModelMetrics
 from service.runtime.model import LoadedModel
 from service.runtime.repository import Repository
+from service.runtime.session import RunControl
 
 log = logging.getLogger(__name__)
 A = TypeVar("A")
@@ -99,13 +102,19 @@ class Call:
         "deadline",
         "declared",
         "deferred",
+        "dispatched",
         "endpoint",
+        "failed",
         "held_model",
         "limits",
         "metrics",
         "request_id",
         "reserved",
+        "run_end",
+        "run_start",
         "start",
+        "start_ns",
+        "waited",
     )  # fmt: skip
 
     def __init__(
@@ -116,7 +125,8 @@ class Call:
         self.metrics = metrics
         self.limits = pipeline.limits
         self.admission = pipeline.admission
-        self.start = time.perf_counter()
+        self.start_ns = time.perf_counter_ns()
+        self.start = self.start_ns / 1e9  # perf_counter's seconds, for deadlines
         self.deadline = self.start + self.limits.request_timeout_s
         # What admission gave: a slot, a model's slot, body bytes (given back by finish).
         self.admitted = False
@@ -126,6 +136,10 @@ class Call:
         self._children: EndpointMetrics | None = None  # resolved once the model is known, or at the end
         self.deferred = False
         self._done = False
+        self.failed = False
+        # Statistics (service.runtime.stats), perf_counter_ns: the first run's start (0: no run), the
+        # last run's end, when work was last handed to a worker thread, and the time runs waited for one.
+        self.run_start = self.run_end = self.dispatched = self.waited = 0
 
     @property
     def children(self) -> EndpointMetrics:
@@ -164,6 +178,31 @@ class Call:
     def past_deadline(self) -> bool:
         return time.perf_counter() >= self.deadline
 
+    def ending(self) -> str | None:
+        """Why work under way must end now: "timeout" (past the deadline), "shutdown" (the drain's
+        timeout is over), or None. A stream checks it between tokens."""
+        if time.perf_counter() >= self.deadline:
+            return "timeout"
+        return "shutdown" if self.admission.drain.ended.is_set() else None
+
+    def run_model(
+        self,
+        model: LoadedModel,
+        output_names: list[str],
+        feeds: dict[str, Any],
+        control: RunControl | None = None,
+    ) -> list[Any]:
+        """`model.run`, with the request's phases noted for the statistics extension (any thread)."""
+        start = time.perf_counter_ns()
+        results = model.run(output_names, feeds, control)
+        self.run_end = time.perf_counter_ns()
+        if not self.run_start:
+            self.run_start = start
+        if self.dispatched:
+            self.waited += start - self.dispatched
+            self.dispatched = 0
+        return results
+
     def deadline_error(self) -> DeadlineExceededError:
         budget = self.deadline - self.start
         return DeadlineExceededError(f"the request was not answered within its deadline of {budget:.3g} s")
@@ -181,14 +220,17 @@ class Call:
         remaining = self.deadline - time.perf_counter()
         if remaining <= 0:
             raise self.deadline_error()
+        self.dispatched = time.perf_counter_ns()
         running = asyncio.ensure_future(anyio.to_thread.run_sync(work, *args))
-        watching: list[asyncio.Future[Any]] = [running]
+        ended = asyncio.ensure_future(self.admission.drain.ended.wait())
+        watching: list[asyncio.Future[Any]] = [running, ended]
         gone = asyncio.ensure_future(_disconnected(receive)) if receive is not None else None
         if gone is not None:
             watching.append(gone)
         try:
             done, _ = await asyncio.wait(watching, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            ended.cancel()
             if gone is not None:
                 gone.cancel()
         if running in done:
@@ -198,10 +240,13 @@ class Call:
         running.add_done_callback(_retrieve)  # it ends soon; its outcome is no longer anyone's
         if gone is not None and gone in done:
             raise ClientDisconnectedError("the client disconnected before the answer was ready")
+        if ended in done:
+            raise ShuttingDownError("the server is shutting down; work stopped at the drain timeout")
         raise self.deadline_error()
 
     def fail(self, error: RecapError) -> Failure:
         """Count a failure with its reason and say how it maps to a status."""
+        self.failed = True
         (self._children or self.children).failure(error.code)
         return Failure(status_of(error), error)
 
@@ -235,12 +280,21 @@ class Call:
             yield say(self.fail_unexpected(error))
 
     def finish(self) -> None:
-        """Count the request, observe its duration and give back what admission gave, once."""
+        """Count the request, observe its duration, note the model's statistics and give back what
+        admission gave, once."""
         if not self._done:
             self._done = True
             children = self._children or self.children
             children.requests.inc()
-            children.duration.observe(time.perf_counter() - self.start)
+            now = time.perf_counter_ns()
+            total = now - self.start_ns
+            children.duration.observe(total / 1e9)
+            model = self.held_model
+            if model is not None and self.endpoint.needs_session:
+                phases = None
+                if self.run_start:
+                    phases = (self.run_start - self.start_ns, self.waited, now - self.run_end)
+                model.stats.record_request(not self.failed, total, phases)
             if self.admitted:
                 self.admission.release(self)
 
@@ -265,12 +319,17 @@ class Pipeline:
     """The steps every request passes through (see the module docstring)."""
 
     def __init__(
-        self, repository: Repository, metrics: Metrics, limits: Limits, keys: KeyStore | None = None
+        self,
+        repository: Repository,
+        metrics: Metrics,
+        limits: Limits,
+        keys: KeyStore | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.repository = repository
         self.unknown = metrics.unknown
         self.limits = limits
-        self.admission = Admission(limits, metrics)
+        self.admission = Admission(limits, metrics, drain)
         self.keys = keys
 
     def authenticate(self, endpoint: Endpoint, authorization: str | None) -> None:
@@ -336,8 +395,7 @@ class Pipeline:
                 model = self.repository.get(model_name, model_version)
                 call.metrics = metrics = model.metrics
                 call._children = metrics.endpoint(endpoint)
-                if model.concurrency_limit is not None:
-                    self.admission.admit_model(call, model)
+                self.admission.admit_model(call, model)
                 if endpoint.needs_session:
                     model.require_session()
                 result = await work(call, model, argument)

@@ -41,7 +41,7 @@ def generator_geometry(model: LoadedModel) -> tuple[int, tuple[int, int], tuple[
     return latent, (int(shape[0]), int(shape[1])), (float(pixel_range[0]), float(pixel_range[1]))
 
 
-def render_samples(model: LoadedModel, count: int, seed: int | None, scale: int) -> bytes:
+def render_samples(call: Call, model: LoadedModel, count: int, seed: int | None, scale: int) -> bytes:
     if model.task != "generator":
         raise UnsupportedError(
             f"model {model.name!r} (task {model.task or 'unknown'}) is not an image generator; "
@@ -52,7 +52,7 @@ def render_samples(model: LoadedModel, count: int, seed: int | None, scale: int)
     feeds = {"noise": noise}
     model.check_input(model.input_spec("noise"), "FP32", noise.shape)
     model.check_complete(feeds)
-    (images,) = model.run(["images"], feeds)
+    (images,) = call.run_model(model, ["images"], feeds)
     return encode_png(image_grid(images.reshape(count, *shape), pixel_range, scale=scale))
 
 
@@ -98,7 +98,8 @@ def build_router(state: AppState) -> APIRouter:
         seed = _query_int(request, "seed", None, 0, SEED_MAX)
         scale = _query_int(request, "scale", 8, 1, SCALE_MAX)
         assert count is not None and scale is not None
-        content = await call.in_thread(render_samples, model, count, seed, scale, receive=request.receive)
+        receive = request.receive
+        content = await call.in_thread(render_samples, call, model, count, seed, scale, receive=receive)
         return Response(content, media_type="image/png")
 
     @router.get("/v1/models/{model_name}/samples.png", summary="Generated samples as a PNG grid", **docs)

@@ -36,6 +36,9 @@ class ModelMetadata(BaseModel):
     labels: list[str] | None = None
     description: str | None = None
     max_batch_size: int | None = None
+    version_states: list[dict[str, str]] | None = Field(
+        None, description="recap-serve extension: each version's state (READY, UNAVAILABLE, PENDING), reason."
+    )
 
 
 class ModelReady(BaseModel):

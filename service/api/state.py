@@ -1,11 +1,14 @@
-"""What the routers share: settings, the repository, the metrics, the pipeline and the V2 extensions."""
+"""What the routers share: settings, the repository and its model control, the metrics, the pipeline,
+the drain and the V2 extensions."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from service.api.drain import Drain
 from service.api.pipeline import Pipeline
 from service.metrics import Metrics
+from service.runtime.lifecycle import ModelControl
 from service.runtime.repository import Repository
 from service.settings import Settings
 
@@ -16,5 +19,7 @@ class AppState:
     repository: Repository
     metrics: Metrics
     pipeline: Pipeline
+    control: ModelControl
+    drain: Drain
     # Listed by GET /v2; a router that implements an extension adds its name.
     extensions: list[str] = field(default_factory=lambda: ["classification", "binary_tensor_data"])

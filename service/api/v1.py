@@ -75,10 +75,10 @@ def _jsonable(array: np.ndarray) -> Any:
     return array
 
 
-def predict(model: LoadedModel, document: dict[str, Any]) -> dict[str, Any]:
+def predict(call: Call, model: LoadedModel, document: dict[str, Any]) -> dict[str, Any]:
     feeds, rows = _columns(model, document)
     names = model.require_session().output_names
-    results = dict(zip(names, model.run(names, feeds), strict=True))
+    results = dict(zip(names, call.run_model(model, names, feeds), strict=True))
     if rows:
         if len(names) == 1:
             return {"predictions": _jsonable(results[names[0]])}
@@ -89,11 +89,11 @@ def predict(model: LoadedModel, document: dict[str, Any]) -> dict[str, Any]:
     return {"outputs": {n: _jsonable(a) for n, a in results.items()}}
 
 
-def classify(model: LoadedModel, document: dict[str, Any]) -> dict[str, Any]:
+def classify(call: Call, model: LoadedModel, document: dict[str, Any]) -> dict[str, Any]:
     if "probabilities" not in model.require_session().output_by_name:
         raise InvalidInputError(f"model {model.name!r} has no 'probabilities' output to classify with")
     feeds, _ = _columns(model, document)
-    (probabilities,) = model.run(["probabilities"], feeds)
+    (probabilities,) = call.run_model(model, ["probabilities"], feeds)
     scores = class_scores(probabilities, "probabilities", model.task)
     return {"results": ranked_labels(scores, model.class_labels)}
 
@@ -117,11 +117,13 @@ def build_router(state: AppState) -> APIRouter:
     errors: dict[int | str, dict[str, Any]] = {code: {"model": schemas.ErrorBody} for code in (400, 404, 503)}
     body_docs = schemas.request_body(schemas.PredictRequest)
 
-    def post(verb: str, answer: Callable[[LoadedModel, dict[str, Any]], dict[str, Any]], docs: type) -> None:
+    def post(
+        verb: str, answer: Callable[[Call, LoadedModel, dict[str, Any]], dict[str, Any]], docs: type
+    ) -> None:
         endpoint = Endpoint("v1", verb)
 
         async def work(call: Call, model: LoadedModel, receive: Receive) -> Response:
-            return json_response(answer(model, parse_object(await call.read_body(receive))))
+            return json_response(answer(call, model, parse_object(await call.read_body(receive))))
 
         async def route(request: Request, model_name: str, model_version: str | None = None) -> Response:
             return await serve(pipeline, request, endpoint, work, request.receive)

@@ -26,7 +26,6 @@ SERVER_NAME = "recap-serve"
 V2_METADATA = Endpoint("v2", "metadata", needs_session=False)
 V2_READY = Endpoint("v2", "ready", needs_session=False)
 V2_SERVER = Endpoint("v2", "server_metadata")
-V2_REPOSITORY_INDEX = Endpoint("v2", "repository_index", scope="admin")
 
 
 def _server_version() -> str:
@@ -37,7 +36,8 @@ def _server_version() -> str:
 
 
 def model_metadata(state: AppState, model: LoadedModel) -> dict[str, object]:
-    versions = [m.version_str for m in state.repository.versions(model.name)]
+    every = state.repository.versions(model.name)
+    versions = [m.version_str for m in every]
     document: dict[str, object] = {
         "name": model.name,
         "versions": versions,
@@ -55,12 +55,16 @@ def model_metadata(state: AppState, model: LoadedModel) -> dict[str, object]:
         "max_batch_size": model.batch_limit,
     }
     document.update({k: v for k, v in optional.items() if v is not None})
+    # recap-serve extension: every version's state, so a failed or pending one shows here too.
+    document["version_states"] = [
+        {"version": m.version_str, "state": m.state, "reason": m.status_reason} for m in every
+    ]
     return document
 
 
 def build_router(state: AppState, infer_handler: InferHandler) -> APIRouter:
     router = APIRouter(tags=["v2"])
-    repository, pipeline = state.repository, state.pipeline
+    pipeline = state.pipeline
     server = {"name": SERVER_NAME, "version": _server_version(), "extensions": state.extensions}
     errors: dict[int | str, dict[str, Any]] = {code: {"model": schemas.ErrorBody} for code in (400, 404)}
 
@@ -93,19 +97,6 @@ def build_router(state: AppState, infer_handler: InferHandler) -> APIRouter:
     @router.get("/v2/models/{model_name}/versions/{model_version}/ready", responses=ready_docs)
     async def model_ready(request: Request, model_name: str, model_version: str | None = None) -> Response:
         return await serve(pipeline, request, V2_READY, ready_work, None)
-
-    async def index_work(call: Call, _: None) -> Response:
-        return json_response(
-            [
-                {"name": m.name, "version": m.version_str, "state": "READY" if m.ready else "UNAVAILABLE"}
-                | ({"reason": m.reason} if m.reason else {})
-                for m in repository.models()
-            ]
-        )
-
-    @router.post("/v2/repository/index", summary="Model repository index (Triton)")
-    async def repository_index(request: Request) -> Response:
-        return await serve_server(pipeline, request, V2_REPOSITORY_INDEX, index_work, None)
 
     infer_docs: dict[str, Any] = {
         "openapi_extra": schemas.request_body(schemas.InferenceRequest),

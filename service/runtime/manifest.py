@@ -96,13 +96,12 @@ def parse_manifest(raw: object) -> Manifest:
     )
 
 
-def read_manifest(version_dir: Path) -> Manifest:
-    """model.json of a version folder, or the bare manifest when there is none."""
-    path = version_dir / "model.json"
-    if not path.is_file():
+def manifest_from_bytes(document: bytes | None) -> Manifest:
+    """model.json's bytes parsed (None: no model.json, the bare manifest)."""
+    if document is None:
         return Manifest.bare()
     try:
-        raw = orjson.loads(path.read_bytes())
+        raw = orjson.loads(document)
     except orjson.JSONDecodeError as error:
         raise ModelLoadError(f"model.json is not valid JSON: {error}") from error
     return parse_manifest(raw)

@@ -19,7 +19,9 @@ import numpy as np
 from service.errors import InvalidInputError, ModelNotReadyError
 from service.metrics import ModelMetrics
 from service.runtime.manifest import Manifest
+from service.runtime.scan import Fingerprint
 from service.runtime.session import ModelSession, RunControl, TensorSpec, check_input
+from service.runtime.stats import ModelStats
 
 if TYPE_CHECKING:
     from service.runtime.generation import TextModel
@@ -38,8 +40,15 @@ class LoadedModel:
     reason: str | None = None
     batch_limit: int | None = None
     concurrency_limit: int | None = None  # requests in progress at once (admission control)
-    in_progress: int = 0
+    in_progress: int = 0  # requests holding this version (admission); it is released at 0 once retired
     load_seconds: float = 0.0
+    # What it was loaded from, and how a load that did not give a session ended: a folder caught
+    # mid-update is pending (tried again at the next scan), anything else failed (UNAVAILABLE).
+    fingerprint: Fingerprint = ()
+    pending: bool = False
+    # A newer copy of this same version that failed or is pending while this one keeps serving.
+    update_problem: str | None = None
+    stats: ModelStats = field(default_factory=ModelStats)
     # Built at load: the text model of a language or seq2seq model, and the names of the classes
     # (model.json's labels, or a language model's vocabulary for next-token top-k).
     text: TextModel | None = None
@@ -52,6 +61,24 @@ class LoadedModel:
     @property
     def ready(self) -> bool:
         return self.session is not None
+
+    @property
+    def state(self) -> str:
+        """Triton's index states: READY or UNAVAILABLE, plus PENDING for a folder caught mid-update."""
+        if self.session is not None:
+            return "READY"
+        return "PENDING" if self.pending else "UNAVAILABLE"
+
+    @property
+    def status_reason(self) -> str | None:
+        """Why it is not ready, or what happened to a newer copy of it (shown in the index)."""
+        return self.reason if self.session is None else self.update_problem
+
+    def release(self, reason: str) -> None:
+        """Drop the session (no request holds this version any more): onnxruntime frees its memory."""
+        self.session = None
+        self.text = None
+        self.reason = reason
 
     @property
     def labels(self) -> list[str] | None:
@@ -128,11 +155,15 @@ class LoadedModel:
         """Run the session on checked `feeds`; the outputs in the order of `output_names`. `control`
         can stop it from another thread (a deadline passed, the client left)."""
         session = self.require_session()
-        start = time.perf_counter()
+        start = time.perf_counter_ns()
         results = session.run(feeds, output_names, control)
-        self.metrics.inference_duration.observe(time.perf_counter() - start)
+        end = time.perf_counter_ns()
+        took = end - start
+        self.metrics.inference_duration.observe(took / 1e9)
         batch_input = session.batch_input
-        self.metrics.inference_rows.inc(feeds[batch_input].shape[0] if batch_input is not None else 1)
+        rows = feeds[batch_input].shape[0] if batch_input is not None else 1
+        self.metrics.inference_rows.inc(rows)
+        self.stats.record_run(rows, took, end)
         return results
 
 

@@ -1,33 +1,50 @@
-"""The model repository: scan `models/<name>/<version>/`, load every version, look models up.
+"""The model repository: load a version folder, hold the versions in service, look models up.
 
-`Repository.get(name, version=None)` returns a `LoadedModel` (the highest version by default); a model
-that failed to load is still there, not ready, with its reason. Loading builds everything a request
-needs: the session, a text model's tokenizer and generation settings, the class labels. A text model
-that cannot generate is not ready from start-up, with its reason, rather than failing each request.
+`Repository.get(name, version=None)` returns a `LoadedModel`: the highest *ready* version by default
+(the highest version when none is ready, so a request gets its reason). A version that failed to load
+is still listed, not ready, with its reason; a folder caught mid-update is pending.
+
+Two halves, two kinds of caller:
+- `load_version(folder)` builds everything a request needs (the session from exactly the bytes whose
+  sha256 was checked, the graph checked against model.json, one warm-up run, a text model's tokenizer,
+  the class labels). It touches nothing shared, so the lifecycle (`service.runtime.lifecycle`) runs it
+  in a background thread while the event loop keeps serving.
+- `install` and `remove` change the versions in service, on the event loop only (no lock: every
+  reader is on the loop too). A request that already holds the old entry finishes on it; the lifecycle
+  releases the old session once no request holds it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
-import re
 import time
 from pathlib import Path
+from typing import Any
 
-from service.errors import ModelLoadError, ModelNotFoundError
+import numpy as np
+
+from service.errors import ModelLoadError, ModelNotFoundError, RecapError
 from service.metrics import Metrics
 from service.runtime.generation import TEXT_TASKS, TextModel
-from service.runtime.manifest import Manifest, file_sha256, read_manifest
+from service.runtime.manifest import Manifest, manifest_from_bytes
 from service.runtime.model import LoadedModel
 from service.runtime.postprocess import class_labels
-from service.runtime.session import ModelSession, SessionConfig
+from service.runtime.scan import NAME_PATTERN, FileHasher, VersionFolder, scan
+from service.runtime.session import ModelSession, SessionConfig, TensorSpec
 
 log = logging.getLogger(__name__)
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 PLATFORM = "onnxruntime_onnx"
+__all__ = ["NAME_PATTERN", "PLATFORM", "Repository"]
+
+
+class PendingError(ModelLoadError):
+    """The folder is caught mid-update (a file missing, model.json's sha256 not yet model.onnx's)."""
 
 
 class Repository:
-    """Every version of every model under one folder, loaded at start-up."""
+    """The versions in service of every model under one folder."""
 
     def __init__(
         self,
@@ -42,48 +59,40 @@ class Repository:
         self.metrics = metrics
         self.default_batch_limit = default_batch_limit or None
         self.default_concurrency_limit = default_concurrency_limit or None
-        self._by_key: dict[tuple[str, str], LoadedModel] = {}
+        self.hasher = FileHasher()
+        self._versions: dict[str, dict[int, LoadedModel]] = {}
         self._default: dict[str, LoadedModel] = {}
-        self._versions: dict[str, list[LoadedModel]] = {}
+        self._by_key: dict[tuple[str, str], LoadedModel] = {}
 
-    def load_all(self) -> None:
-        for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            if not NAME_PATTERN.match(model_dir.name):
-                log.warning("skipping %s: not a model name (%s)", model_dir.name, NAME_PATTERN.pattern)
-                continue
-            versions = sorted(
-                (int(p.name), p)
-                for p in model_dir.iterdir()
-                if p.is_dir() and p.name.isdigit() and int(p.name) > 0
-            )
-            if not versions:
-                log.warning("skipping %s: no positive integer version folder", model_dir.name)
-                continue
-            loaded = [self._load(model_dir.name, number, path) for number, path in versions]
-            self._versions[model_dir.name] = loaded
-            self._default[model_dir.name] = loaded[-1]
-            for model in loaded:
-                self._by_key[(model.name, model.version_str)] = model
+    # -- loading: any thread ------------------------------------------------------------------------
 
-    def _load(self, name: str, version: int, path: Path) -> LoadedModel:
+    def load_version(self, folder: VersionFolder, *, retry_later: bool = False) -> LoadedModel:
+        """One version, ready or not. With `retry_later` (the repository is polled) a folder caught
+        mid-update is pending rather than failed."""
+        name, version, path = folder.name, folder.version, folder.path
         start = time.perf_counter()
-        metrics = self.metrics.for_model(name, str(version))
-        model = LoadedModel(name, version, path, Manifest.bare(), metrics)
+        model = LoadedModel(name, version, path, Manifest.bare(), self.metrics.for_model(name, str(version)))
+        model.fingerprint = folder.fingerprint
         try:
-            model.manifest = read_manifest(path)
+            onnx_bytes, json_bytes = self._read_files(path)
+            model.fingerprint = (
+                ("model.onnx", hashlib.sha256(onnx_bytes).hexdigest()),
+                ("model.json", hashlib.sha256(json_bytes).hexdigest() if json_bytes is not None else ""),
+            )
+            model.manifest = manifest_from_bytes(json_bytes)
             model.batch_limit = model.manifest.max_batch_size or self.default_batch_limit
             model.concurrency_limit = model.manifest.max_concurrency or self.default_concurrency_limit
-            onnx_path = path / "model.onnx"
-            if not onnx_path.resolve().is_relative_to(self.root) or not onnx_path.is_file():
-                raise ModelLoadError("model.onnx is missing")
-            if model.manifest.sha256 is not None:
-                digest = file_sha256(onnx_path)
-                if digest != model.manifest.sha256:
-                    raise ModelLoadError(
-                        f"sha256 mismatch: model.json says {model.manifest.sha256[:16]}..., "
-                        f"model.onnx hashes to {digest[:16]}..."
-                    )
-            model.session = ModelSession(onnx_path, self.config, f"{name} v{version}")
+            expected = model.manifest.sha256
+            digest = model.fingerprint[0][1]
+            if expected is not None and digest != expected:
+                raise PendingError(
+                    f"sha256 mismatch: model.json says {expected[:16]}..., "
+                    f"model.onnx hashes to {digest[:16]}..."
+                )
+            session = ModelSession(onnx_bytes, self.config, f"{name} v{version}")
+            _check_signature(model.manifest, session)
+            _warm_up(session)
+            model.session = session
             if model.task in TEXT_TASKS:
                 try:
                     model.text = TextModel.from_manifest(model, model.manifest.raw)
@@ -93,10 +102,12 @@ class Repository:
             model.class_labels = class_labels(model.task, model.labels, tokenizer)
         except ModelLoadError as error:
             model.session = None
+            model.text = None
             model.reason = str(error)
-            log.error("model %s version %d is not ready: %s", name, version, model.reason)
-        model.load_seconds = time.perf_counter() - start
-        metrics.set_ready(model.ready)
+            model.pending = retry_later and isinstance(error, PendingError)
+        model.load_seconds = took = time.perf_counter() - start
+        result = "success" if model.ready else "pending" if model.pending else "failure"
+        self.metrics.model_loads.labels(name, str(version), result).inc()
         if model.ready:
             log.info(
                 "loaded %s version %d (%s) on %s in %.0f ms",
@@ -104,24 +115,139 @@ class Repository:
                 version,
                 "model.json" if model.manifest.has_file else "bare model.onnx",
                 ",".join(model.providers),
-                model.load_seconds * 1000,
+                took * 1000,
             )
+        elif model.pending:
+            log.warning("%s version %d is pending (retried on change): %s", name, version, model.reason)
+        else:
+            log.error("%s version %d failed to load in %.0f ms: %s", name, version, took * 1000, model.reason)
         return model
 
+    def _read_files(self, path: Path) -> tuple[bytes, bytes | None]:
+        """model.onnx and model.json (None: a bare model), read once: what is checked is what is loaded."""
+        onnx_path = path / "model.onnx"
+        if not onnx_path.resolve().is_relative_to(self.root):
+            raise ModelLoadError("model.onnx points outside the model repository")
+        try:
+            onnx_bytes = onnx_path.read_bytes()
+        except FileNotFoundError as error:
+            raise PendingError("model.onnx is missing") from error
+        except OSError as error:
+            raise ModelLoadError(f"model.onnx cannot be read: {error.strerror}") from error
+        json_path = path / "model.json"
+        if not json_path.resolve().is_relative_to(self.root):
+            raise ModelLoadError("model.json points outside the model repository")
+        try:
+            json_bytes: bytes | None = json_path.read_bytes()
+        except FileNotFoundError:
+            json_bytes = None
+        return onnx_bytes, json_bytes
+
+    def load_all(self) -> None:
+        """Every version folder, loaded in this thread (the start-up of `--model-control-mode none`)."""
+        for folders in scan(self.root, self.hasher).values():
+            for folder in folders:
+                self.install(self.load_version(folder))
+
+    # -- the versions in service: event loop only ---------------------------------------------------
+
+    def install(self, model: LoadedModel) -> LoadedModel | None:
+        """Put a loaded version in service (ready or not); returns the entry it replaced."""
+        versions = self._versions.setdefault(model.name, {})
+        previous = versions.get(model.version)
+        versions[model.version] = model
+        self._by_key[(model.name, model.version_str)] = model
+        self._refresh_default(model.name)
+        model.metrics.set_ready(model.ready)
+        return previous
+
+    def remove(self, name: str, version: int) -> LoadedModel | None:
+        """Take a version out of service; returns it (requests holding it finish on it)."""
+        versions = self._versions.get(name)
+        if versions is None or version not in versions:
+            return None
+        removed = versions.pop(version)
+        self._by_key.pop((name, removed.version_str), None)
+        with contextlib.suppress(KeyError):
+            self.metrics.model_ready.remove(name, removed.version_str)
+        if versions:
+            self._refresh_default(name)
+        else:
+            del self._versions[name]
+            del self._default[name]
+        return removed
+
+    def _refresh_default(self, name: str) -> None:
+        """The default version is the highest ready one (the highest of all when none is ready)."""
+        versions = self._versions[name]
+        ready = [number for number, model in versions.items() if model.ready]
+        self._default[name] = versions[max(ready) if ready else max(versions)]
+
     def get(self, name: str, version: str | None = None) -> LoadedModel:
-        """The model version asked for (the highest when `version` is None); 404 error if none."""
+        """The model version asked for (the default when `version` is None); 404 error if none."""
         model = self._default.get(name) if version is None else self._by_key.get((name, version))
         if model is not None:
             return model
         if name not in self._default:
             raise ModelNotFoundError(f"unknown model {name[:64]!r}")
-        versions = ", ".join(m.version_str for m in self._versions[name])
+        versions = ", ".join(m.version_str for m in self.versions(name))
         raise ModelNotFoundError(f"model {name!r} has no version {version[:16]!r}; versions: {versions}")  # type: ignore[index]
+
+    def served(self, name: str, version: int) -> LoadedModel | None:
+        versions = self._versions.get(name)
+        return versions.get(version) if versions is not None else None
+
+    def default(self, name: str) -> LoadedModel | None:
+        return self._default.get(name)
 
     def versions(self, name: str) -> list[LoadedModel]:
         if name not in self._versions:
             raise ModelNotFoundError(f"unknown model {name[:64]!r}")
-        return self._versions[name]
+        return [self._versions[name][number] for number in sorted(self._versions[name])]
+
+    def names(self) -> list[str]:
+        return sorted(self._versions)
 
     def models(self) -> list[LoadedModel]:
-        return [m for versions in self._versions.values() for m in versions]
+        return [model for name in self.names() for model in self.versions(name)]
+
+
+def _check_signature(manifest: Manifest, session: ModelSession) -> None:
+    """model.json's inputs and outputs (where it lists them) are the graph's: names, datatypes, ranks."""
+    for key, graph_specs in (("inputs", session.inputs), ("outputs", session.outputs)):
+        declared = manifest.raw.get(key)
+        if not isinstance(declared, list):
+            continue
+        listed = {item.get("name"): item for item in declared if isinstance(item, dict)}
+        graph = {spec.name: spec for spec in graph_specs}
+        if set(listed) != set(graph):
+            raise ModelLoadError(
+                f"model.json's {key} {sorted(map(str, listed))} are not the graph's {sorted(graph)}"
+            )
+        for name, spec in graph.items():
+            item = listed[name]
+            shape = item.get("shape")
+            same_rank = isinstance(shape, list) and len(shape) == len(spec.dims)
+            if item.get("datatype") != spec.datatype or not same_rank:
+                raise ModelLoadError(
+                    f"model.json's {key[:-1]} {name!r} ({item.get('datatype')} {shape}) is not the graph's "
+                    f"({spec.datatype} {spec.shape})"
+                )
+
+
+def _warm_up(session: ModelSession) -> None:
+    """One run on an example built from the input specs (every dynamic axis 1, zeros): a graph that
+    cannot run fails its load instead of its first request, and the first request is not slower."""
+    feeds = {spec.name: _example(spec) for spec in session.inputs}
+    try:
+        session.run(feeds, session.output_names)
+    except (RecapError, RuntimeError, ValueError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ModelLoadError(f"the warm-up run failed: {first_line[:300]}") from error
+
+
+def _example(spec: TensorSpec) -> np.ndarray[Any, Any]:
+    shape = [d if isinstance(d, int) else 1 for d in spec.dims]
+    if spec.datatype == "BYTES":
+        return np.full(shape, b"", dtype=np.object_)
+    return np.zeros(shape, dtype=spec.dtype if spec.dtype is not None else np.float32)

@@ -131,7 +131,8 @@ class RunControl:
 class ModelSession:
     """An onnxruntime InferenceSession plus its precomputed specs."""
 
-    def __init__(self, path: Path, config: SessionConfig, label: str) -> None:
+    def __init__(self, source: Path | bytes, config: SessionConfig, label: str) -> None:
+        """`source`: model.onnx's path, or its bytes (exactly the bytes whose sha256 was checked)."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = config.intra_op_threads
         options.inter_op_num_threads = config.inter_op_threads
@@ -139,9 +140,12 @@ class ModelSession:
         options.log_severity_level = 3  # onnxruntime's own warnings go through our log instead
         requested = _provider_list(config)
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
+            model = source if isinstance(source, bytes) else str(source)
+            self.session = ort.InferenceSession(model, sess_options=options, providers=requested)
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
-            text = str(error).strip().replace(str(path), "model.onnx")
+            text = str(error).strip()
+            if isinstance(source, Path):
+                text = text.replace(str(source), "model.onnx")
             first_line = text.splitlines()[0] if text else type(error).__name__
             raise ModelLoadError(f"onnxruntime could not load model.onnx: {first_line[:500]}") from error
         self.providers: list[str] = self.session.get_providers()

@@ -66,7 +66,7 @@ def test_broken_models_are_not_ready_with_a_reason(repo_dir: Path, caplog: pytes
     assert "NoSuchOp" in reasons["unsupported"] or "recap.unknown" in reasons["unsupported"]
     for name, reason in reasons.items():
         assert str(repo_dir) not in reason  # no server paths in what clients see
-        assert f"model {name} version 1 is not ready" in caplog.text
+        assert f"{name} version 1 failed to load" in caplog.text
         with pytest.raises(ModelNotReadyError, match="is not ready"):
             repository.get(name).require_session()
     assert repository.get("iris-like").ready  # the others serve
