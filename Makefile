@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: api-keys serve test models lint typecheck unit install install-serve system-deps bench bench-ab bench-instructions bench-generate load load-distributed clean
+.PHONY: api-keys serve test models lint typecheck unit install install-serve system-deps bench bench-ab bench-workers bench-instructions bench-generate load load-distributed clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench: install
 BASE ?= HEAD^
 bench-ab: install
 	$(PY) -m bench.bench --ab $(BASE) $(BENCH_ARGS)
+
+## bench-workers: --workers 1 vs 2 (shared socket, SO_REUSEPORT), nothing pinned; RSS/PSS per worker
+bench-workers: install
+	$(PY) -m bench.bench --workers $(BENCH_ARGS)
 
 ## bench-instructions: instructions per in-process V2 infer request, this checkout vs BASE (valgrind)
 bench-instructions: install

@@ -9,6 +9,7 @@ per request, and its resident memory with the whole repository loaded. Not a tes
     python -m bench.bench --ab [COMMIT]      # this checkout vs COMMIT (default HEAD^), 3 runs each
     make bench-ab BASE=<commit>              # the same through make
     python -m bench.bench --keys             # the same server without and with an API key, 3 runs each
+    python -m bench.bench --workers          # --workers 1 vs 2, nothing pinned (bench/workers.py)
 
 `--ab` is the project's no-regression rule: the two servers (the old code extracted with `git archive`,
 both on the same model repository and the same venv) run alternately, `--rounds` times each, and the
@@ -126,9 +127,11 @@ def rss_mib(pid: int) -> float:
 
 
 def run_wrk(
-    url: str, body_file: Path, duration: int, connections: int, authorization: str = ""
+    url: str, body_file: Path, duration: int, connections: int, authorization: str = "", *, cores: str = "1"
 ) -> dict[str, float]:
-    command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    """wrk on `cores` ("": wherever the scheduler puts it, sharing the server's cores)."""
+    command = ["taskset", "-c", cores] if cores else []
+    command += ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     command += ["-s", str(ROOT / "bench" / "infer.lua"), url]
     env = {**os.environ, "BODY_FILE": str(body_file), "AUTHORIZATION": authorization}
     out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
@@ -259,6 +262,9 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=3, help="A/B, keys: runs of each server, alternating")
     parser.add_argument("--keys", action="store_true", help="the server without and with an API key")
+    parser.add_argument(
+        "--workers", action="store_true", help="1 vs 2 worker processes sharing the cores with wrk"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         print("wrk or taskset is missing: `make system-deps` (apt-get install -y wrk)", file=sys.stderr)
@@ -278,6 +284,10 @@ def main() -> int:
             return ab_test(args.ab, repository, work, measure, args.rounds)
         if args.keys:
             return keys_test(repository, work, measure, args.rounds)
+        if args.workers:
+            from bench.workers import workers_test  # noqa: PLC0415  (imports this module)
+
+            return workers_test(repository, work, measure, args.rounds)
         bare, served = bare_target(), recap_target("recap-serve V2 infer", repository)
         bare.measure(*measure)
         served.measure(*measure)

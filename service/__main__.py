@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 
-import uvicorn
-
 from service import logs, security
-from service.http_protocol import guarded_protocol
-from service.keys import KeysFileError
-from service.main import create_app, tls_options
-from service.server import DrainingServer
+from service.keys import KeysFileError, KeyStore
 from service.settings import Settings
+from service.supervisor import Supervisor, worker_main
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,28 +19,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     security.warn_clear_text(settings)
     try:
-        app = create_app(settings)
+        if settings.api_keys_file is not None:
+            KeyStore(settings.api_keys_file)  # a broken keys file stops the start, before any worker
     except KeysFileError as error:
         print(f"recap-serve: {error}", file=sys.stderr)
         sys.exit(2)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        http=guarded_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
-        loop="uvloop",
-        access_log=settings.access_log,
-        log_level=settings.log_level,
-        log_config=None,  # uvicorn's loggers propagate to ours (request ids, JSON)
-        server_header=False,
-        date_header=False,
-        **tls_options(settings),
-    )
-    server = DrainingServer(config, app.state.recap.drain)
-    with contextlib.suppress(KeyboardInterrupt):  # SIGINT, re-raised by uvicorn after it stopped
-        server.run()
-    if not server.started:
-        sys.exit(3)  # uvicorn's start-up failure code: the port was taken, the lifespan failed
+    if settings.worker_count > 1:
+        sys.exit(Supervisor(settings).run())  # loads no model: the workers do
+    worker_main(settings, None, listen=False)
 
 
 if __name__ == "__main__":

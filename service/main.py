@@ -25,8 +25,9 @@ from service.api.metrics_listener import MetricsApp, MetricsListener
 from service.api.pipeline import Pipeline
 from service.api.schemas import DOC_MODELS
 from service.api.state import AppState
+from service.http_protocol import guarded_protocol
 from service.keys import KeyStore, watch
-from service.metrics import Metrics
+from service.metrics import Metrics, multiprocess_dir
 from service.runtime.lifecycle import ModelControl, VersionPolicy
 from service.runtime.repository import Repository
 from service.runtime.session import SessionConfig
@@ -71,13 +72,37 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+def share(limit: int, workers: int, floor: int = 1) -> int:
+    """One worker's share of a per-server limit (0: no limit), never below `floor`."""
+    return limit if limit == 0 else max(floor, limit // workers)
+
+
 def limits(settings: Settings) -> Limits:
+    """The limits of this process: with N workers, each takes 1/N of the per-server limits, so the
+    server never has more in progress than the flags say (a worker keeps room for one whole body)."""
+    workers = settings.worker_count
     return Limits(
         max_body_bytes=settings.max_body_bytes,
-        max_concurrency=settings.max_concurrency,
-        max_inflight_bytes=settings.max_inflight_bytes,
+        max_concurrency=share(settings.max_concurrency, workers),
+        max_inflight_bytes=share(settings.max_inflight_bytes, workers, floor=settings.max_body_bytes),
         request_timeout_s=settings.request_timeout_seconds,
     )
+
+
+def uvicorn_config(settings: Settings) -> dict[str, Any]:
+    """uvicorn.Config's arguments for this server (one process or a worker), the app aside."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "http": guarded_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
+        "loop": "uvloop",
+        "access_log": settings.access_log,
+        "log_level": settings.log_level,
+        "log_config": None,  # uvicorn's loggers propagate to ours (request ids, JSON)
+        "server_header": False,
+        "date_header": False,
+        **tls_options(settings),
+    }
 
 
 def tls_options(settings: Settings) -> dict[str, Any]:
@@ -115,7 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
         session_config(settings),
         metrics,
         settings.max_batch_size,
-        settings.model_max_concurrency,
+        share(settings.model_max_concurrency, settings.worker_count),
     )
     keys = KeyStore(settings.api_keys_file) if settings.api_keys_file is not None else None
     drain = Drain(settings.drain_grace_seconds, settings.shutdown_timeout_seconds)
@@ -154,12 +179,17 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.metrics_port is not None:
             metrics_app = MetricsApp(pipeline, metrics, require_key=settings.metrics_port_auth)
             host = settings.metrics_host or settings.host
-            listener = MetricsListener(metrics_app, host, settings.metrics_port, tls_options(settings))
+            listener = MetricsListener(
+                metrics_app, host, settings.metrics_port, tls_options(settings), settings.worker_count > 1
+            )
             await listener.start()
+        publisher = asyncio.create_task(pipeline.admission.publish()) if multiprocess_dir() else None
         try:
             async with key_rotation(keys):
                 yield
         finally:
+            if publisher is not None:
+                publisher.cancel()
             await control.stop()
             if listener is not None:
                 await listener.stop()

@@ -4,20 +4,47 @@ The names are a contract with the Grafana dashboard and load tests; do not renam
 ever carry names of loaded models (an unknown model is counted as model="" version=""), so a client
 cannot blow up the cardinality. `ModelMetrics` caches the labelled children of one model version so
 the hot path does no label lookups; only the request pipeline (`service.api.pipeline`) counts requests.
+
+With `--workers N` the supervisor sets PROMETHEUS_MULTIPROC_DIR before any worker starts, and
+prometheus-client's multiprocess mode keeps every value in a per-process file: `/metrics` answers the sum
+over all workers (the dead ones' counters included) whichever worker is asked. Gauges say how they
+combine (`multiprocess_mode`); a labelled child cannot be removed in that mode, so it is set to 0.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterable
 from functools import cached_property
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # Seconds; the small models answer in tens of microseconds, text models in tens of milliseconds.
 REQUEST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 INFERENCE_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05, 0.25, 1)
 REQUEST_LABELS = ["model", "version", "protocol", "endpoint"]
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+INTERNAL_PREFIX = "recap_internal_"  # families kept for the statistics extension, not shown on /metrics
+
+
+def multiprocess_dir() -> str | None:
+    """The shared metrics folder of a server with several workers (None: one process)."""
+    return os.environ.get(MULTIPROCESS_ENV) or None
+
+
+class _Shown:
+    """The merged families of every worker, without the internal ones."""
+
+    def __init__(self, folder: str) -> None:
+        self._merged = MultiProcessCollector(None, folder)
+
+    def collect(self) -> Iterable[Metric]:
+        return (family for family in self._merged.collect() if not family.name.startswith(INTERNAL_PREFIX))
 
 
 class EndpointLabels(Protocol):
@@ -72,6 +99,7 @@ class Metrics:
             "1 when the model version is in service and ready, 0 when it is listed but not ready.",
             ["model", "version"],
             registry=self.registry,
+            multiprocess_mode="livemin",  # ready only where every live worker has it ready
         )
         self.model_loads = Counter(
             "recap_model_loads",
@@ -83,6 +111,7 @@ class Metrics:
             "recap_requests_in_progress",
             "Requests admitted and not finished (the count --max-concurrency bounds).",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         # Generation (service.api.generate): tokens made, streams open and streams the client left.
         self.generated_tokens = Counter(
@@ -96,6 +125,7 @@ class Metrics:
             "generate_stream responses in progress.",
             ["model"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.streams_cancelled = Counter(
             "recap_streams_cancelled",
@@ -103,13 +133,45 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        # Triton's statistics with several workers (service.runtime.stats.SharedStats); with one
+        # process the statistics are plain integers and these stay empty.
+        self.stats_count = Counter(
+            f"{INTERNAL_PREFIX}stats_count", "Statistics extension counts.", ["model", "version", "field"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.stats_ns = Counter(
+            f"{INTERNAL_PREFIX}stats_ns", "Statistics extension nanoseconds.", ["model", "version", "field"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.stats_last_inference = Gauge(
+            f"{INTERNAL_PREFIX}last_inference_ms", "Last run, ms since the epoch.", ["model", "version"],
+            registry=self.registry, multiprocess_mode="max",
+        )  # fmt: skip
         self.unknown = ModelMetrics(self, "", "")
 
     def for_model(self, model: str, version: str) -> ModelMetrics:
         return ModelMetrics(self, model, version)
 
     def exposition(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        folder = multiprocess_dir()
+        if folder is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        merged = CollectorRegistry()
+        merged.register(_Shown(folder))
+        return generate_latest(merged), CONTENT_TYPE_LATEST
+
+    def merged_families(self) -> list[Metric]:
+        """Every worker's families, internal ones included (only with several workers)."""
+        folder = multiprocess_dir()
+        return list(MultiProcessCollector(None, folder).collect()) if folder is not None else []
+
+    def forget_version(self, model: str, version: str) -> None:
+        """A version left service: its ready series goes (set to 0 where it cannot be removed)."""
+        if multiprocess_dir() is not None:
+            self.model_ready.labels(model, version).set(0)
+            return
+        with contextlib.suppress(KeyError):
+            self.model_ready.remove(model, version)
 
 
 class EndpointMetrics:

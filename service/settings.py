@@ -6,6 +6,7 @@ unless `__main__` asks for it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +33,17 @@ class Settings(BaseSettings):
     )
 
     host: str = Field(default="127.0.0.1", min_length=1, description="Interface to listen on.")
+    workers: int | Literal["auto"] = Field(
+        default=1,
+        description="Worker processes serving the port (auto: the CPUs this process may use). With more "
+        "than one, a supervisor restarts a dead worker and forwards SIGTERM/SIGHUP; /metrics and the "
+        "statistics sum every worker; the limits are per server (each worker takes its share).",
+    )
+    reuse_port: bool = Field(
+        default=False,
+        description="With --workers: each worker binds the port with SO_REUSEPORT (the kernel spreads "
+        "connections evenly; a dying worker drops the connections queued on it), not one shared socket.",
+    )
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
     model_repository: Path = Field(
         default=Path("models"),
@@ -217,6 +229,31 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"generate_default_max_tokens ({self.generate_default_max_tokens}) is over "
                 f"generate_max_tokens ({self.generate_max_tokens})"
+            )
+        return self
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers == "auto":
+            return max(1, len(os.sched_getaffinity(0)))
+        return self.workers
+
+    @model_validator(mode="after")
+    def _workers(self) -> Settings:
+        if self.workers != "auto" and not 1 <= self.workers <= 256:
+            raise ValueError(f"--workers must be auto or 1 to 256, got {self.workers}")
+        for name in ("max_concurrency", "model_max_concurrency"):
+            value = getattr(self, name)
+            if 0 < value < self.worker_count:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(
+                    f"{flag} ({value}) is below --workers ({self.worker_count}): the limit is per server "
+                    "and each worker needs at least one slot"
+                )
+        if self.worker_count > 1 and self.model_control_mode == "explicit":
+            raise ValueError(
+                "--model-control-mode explicit needs --workers 1: a load or unload would reach only the "
+                "worker that answers it; use --model-control-mode poll (every worker polls) with workers"
             )
         return self
 

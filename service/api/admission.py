@@ -13,12 +13,13 @@ request costs no metric update here.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
 from service.api.drain import Drain
 from service.errors import InflightBytesError, ModelBusyError, ServerBusyError
-from service.metrics import Metrics
+from service.metrics import Metrics, multiprocess_dir
 from service.runtime.model import LoadedModel
 
 
@@ -44,7 +45,16 @@ class Admission:
         self.max_inflight_bytes = limits.max_inflight_bytes
         self.in_progress = 0
         self.inflight_bytes = 0
-        metrics.requests_in_progress.set_function(lambda: self.in_progress)
+        self._gauge = metrics.requests_in_progress
+        if multiprocess_dir() is None:
+            self._gauge.set_function(lambda: self.in_progress)
+
+    async def publish(self, every_s: float = 1.0) -> None:
+        """With several workers a scrape reads files, not this process: write the count every second
+        (the gauge sums the live workers)."""
+        while True:
+            self._gauge.set(self.in_progress)
+            await asyncio.sleep(every_s)
 
     def admit(self, holder: Holder, content_length: int | None) -> None:
         """A server slot and the declared body's bytes, or a 503 before anything is read."""

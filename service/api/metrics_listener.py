@@ -78,17 +78,26 @@ class _FollowerServer(uvicorn.Server):
 
 
 class MetricsListener:
-    def __init__(self, app: MetricsApp, host: str, port: int, tls: dict[str, Any]) -> None:
+    def __init__(
+        self, app: MetricsApp, host: str, port: int, tls: dict[str, Any], reuse_port: bool = False
+    ) -> None:
         config = uvicorn.Config(
             app, host=host, port=port, lifespan="off", access_log=False, log_config=None, **tls
         )
         self.server = _FollowerServer(config)
         self.address = f"{host}:{port}"
+        self.reuse_port = reuse_port  # several workers: each binds the port (any answers the whole sum)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Listen, or raise: a metrics port that cannot be bound stops the server from starting."""
-        self._task = asyncio.create_task(self.server.serve())
+        sockets = None
+        if self.reuse_port:
+            from service.supervisor import listening_socket  # noqa: PLC0415  (only with workers)
+
+            host, _, port = self.address.rpartition(":")
+            sockets = [listening_socket(host, int(port), reuse_port=True)]
+        self._task = asyncio.create_task(self.server.serve(sockets))
         while not self.server.started:
             if self._task.done():
                 error = self._task.exception() if not self._task.cancelled() else None

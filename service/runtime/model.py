@@ -21,7 +21,7 @@ from service.metrics import ModelMetrics
 from service.runtime.manifest import Manifest
 from service.runtime.scan import Fingerprint
 from service.runtime.session import ModelSession, RunControl, TensorSpec, check_input
-from service.runtime.stats import ModelStats
+from service.runtime.stats import ModelStats, SharedStats
 
 if TYPE_CHECKING:
     from service.runtime.generation import TextModel
@@ -48,7 +48,7 @@ class LoadedModel:
     pending: bool = False
     # A newer copy of this same version that failed or is pending while this one keeps serving.
     update_problem: str | None = None
-    stats: ModelStats = field(default_factory=ModelStats)
+    stats: ModelStats | SharedStats = field(default_factory=ModelStats)
     # Built at load: the text model of a language or seq2seq model, and the names of the classes
     # (model.json's labels, or a language model's vocabulary for next-token top-k).
     text: TextModel | None = None

@@ -16,7 +16,6 @@ Two halves, two kinds of caller:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import time
@@ -33,6 +32,7 @@ from service.runtime.model import LoadedModel
 from service.runtime.postprocess import class_labels
 from service.runtime.scan import NAME_PATTERN, FileHasher, VersionFolder, scan
 from service.runtime.session import ModelSession, SessionConfig, TensorSpec
+from service.runtime.stats import new_stats
 
 log = logging.getLogger(__name__)
 PLATFORM = "onnxruntime_onnx"
@@ -73,6 +73,7 @@ class Repository:
         start = time.perf_counter()
         model = LoadedModel(name, version, path, Manifest.bare(), self.metrics.for_model(name, str(version)))
         model.fingerprint = folder.fingerprint
+        model.stats = new_stats(self.metrics, name, str(version))
         try:
             onnx_bytes, json_bytes = self._read_files(path)
             model.fingerprint = (
@@ -168,8 +169,7 @@ class Repository:
             return None
         removed = versions.pop(version)
         self._by_key.pop((name, removed.version_str), None)
-        with contextlib.suppress(KeyError):
-            self.metrics.model_ready.remove(name, removed.version_str)
+        self.metrics.forget_version(name, removed.version_str)
         if versions:
             self._refresh_default(name)
         else:

@@ -19,7 +19,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from service.metrics import Metrics, multiprocess_dir
+
 DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+RUN_COUNTS = ("inference", "execution")  # rows inferred, session runs
 
 
 class ModelStats:
@@ -90,3 +93,66 @@ class ModelStats:
             "execution_count": self.execution_count,
             "inference_stats": {key: {"count": count, "ns": ns} for key, (count, ns) in pairs.items()},
         }
+
+
+class SharedStats:
+    """The same statistics for a server with several workers: prometheus-client multiprocess counters
+    (one file per worker, kept after a worker dies), summed over every worker when read. They run from
+    the server's start: a reload does not reset them, as a per-worker count could not be reset everywhere."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self._metrics = metrics
+        self._labels = {"model": model, "version": version}
+        count, ns = metrics.stats_count, metrics.stats_ns
+        self._count = {field: count.labels(model, version, field) for field in (*DURATIONS, *RUN_COUNTS)}
+        self._ns = {field: ns.labels(model, version, field) for field in DURATIONS}
+        self._last = metrics.stats_last_inference.labels(model, version)
+
+    def record_run(self, rows: int, infer_ns: int, end_ns: int) -> None:
+        self._count["inference"].inc(rows)
+        self._count["execution"].inc()
+        self._count["compute_infer"].inc()
+        self._ns["compute_infer"].inc(infer_ns)
+        self._last.set(time.time_ns() // 1_000_000)
+
+    def record_request(self, ok: bool, total_ns: int, phases: tuple[int, int, int] | None) -> None:
+        outcome = "success" if ok else "fail"
+        self._count[outcome].inc()
+        self._ns[outcome].inc(total_ns)
+        if ok and phases is not None:
+            for field, ns in zip(("compute_input", "queue", "compute_output"), phases, strict=True):
+                self._count[field].inc()
+                self._ns[field].inc(ns)
+
+    def document(self, name: str, version: str) -> dict[str, Any]:
+        counts: dict[str, float] = {}
+        totals: dict[str, float] = {}
+        last = 0.0
+        for family in self._metrics.merged_families():
+            for sample in family.samples:
+                labels = sample.labels
+                if labels.get("model") != name or labels.get("version") != version:
+                    continue
+                if sample.name == "recap_internal_stats_count_total":
+                    counts[labels["field"]] = sample.value
+                elif sample.name == "recap_internal_stats_ns_total":
+                    totals[labels["field"]] = sample.value
+                elif sample.name == "recap_internal_last_inference_ms":
+                    last = max(last, sample.value)
+        return {
+            "name": name,
+            "version": version,
+            "last_inference": int(last),
+            "inference_count": int(counts.get("inference", 0)),
+            "execution_count": int(counts.get("execution", 0)),
+            "inference_stats": {
+                key: {"count": int(counts.get(key, 0)), "ns": int(totals.get(key, 0))} for key in DURATIONS
+            },
+        }
+
+
+def new_stats(metrics: Metrics, model: str, version: str) -> ModelStats | SharedStats:
+    """Statistics of a newly loaded version: per process, or shared by every worker."""
+    if multiprocess_dir() is None:
+        return ModelStats()
+    return SharedStats(metrics, model, version)
