@@ -45,10 +45,14 @@ def test_profiles(services: dict[str, Any]) -> None:
         "locust-worker": ["load"],
         "prometheus": ["monitoring"],
         "grafana": ["monitoring"],
+        "replica-1": ["scale"],
+        "replica-2": ["scale"],
+        "replica-3": ["scale"],
+        "nginx": ["scale"],
     }
 
 
-@pytest.mark.parametrize("name", ["service", "service-gpu"])
+@pytest.mark.parametrize("name", ["service", "service-gpu", "replica-1", "replica-2", "replica-3"])
 def test_servers_are_operable(services: dict[str, Any], name: str) -> None:
     service = services[name]
     # One token after `python -m`: podman's Docker API splits an argument on spaces (python -c "...").
@@ -126,3 +130,13 @@ def test_the_servers_take_their_keys_from_a_secret(services: dict[str, Any]) -> 
         assert [s["source"] if isinstance(s, dict) else s for s in service["secrets"]] == ["recap_api_keys"]
     for name in ("locust-master", "locust-worker"):
         assert services[name]["environment"]["RECAP_API_KEY_FILE"] == "/run/secrets/recap_load_key"
+
+
+def test_the_scale_profile_puts_nginx_in_front_of_every_replica(services: dict[str, Any]) -> None:
+    nginx = services["nginx"]
+    assert any(v.startswith(f"{REPO}/deploy/nginx/nginx.compose.conf:") for v in nginx["volumes"])
+    assert set(nginx["depends_on"]) == {"replica-1", "replica-2", "replica-3"}
+    conf = (REPO / "deploy" / "nginx" / "nginx.compose.conf").read_text()
+    for name in nginx["depends_on"]:
+        assert f"server {name}:8000 " in conf  # every replica is an upstream, on the port it serves
+    assert nginx.get("read_only") is True and "/tmp" in nginx["tmpfs"]

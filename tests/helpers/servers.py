@@ -83,13 +83,15 @@ def start_server(
     wait_path: str = "/v2/health/ready",
     timeout: float = START_TIMEOUT,
     command: Sequence[str] | None = None,
+    port: int | None = None,
 ) -> RunningServer:
     """The real server on a free port, answering 200 on `wait_path`.
 
     By default `python -m service --host 127.0.0.1 --port P --model-repository <repository>`; with
     `command`, that command with RECAP_HOST/RECAP_PORT set (the compose way: settings as env vars).
+    `port`: that port instead of a free one (a replica behind a balancer's fixed upstream).
     """
-    port = free_port()
+    port = port or free_port()
     full_env = {**os.environ, **(env or {})}
     if command is None:
         argv = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]

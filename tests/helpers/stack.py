@@ -28,6 +28,7 @@ BASE_IMAGE = "localhost/recap-serve-base:bookworm"
 SERVICE_IMAGE = "localhost/recap-serve:cpu"  # compose's `image: recap-serve:cpu`, as podman names it
 LOCUST_IMAGE = "localhost/recap-serve-locust:latest"
 PROMETHEUS_IMAGE = "localhost/recap-prometheus:debian"
+NGINX_IMAGE = "localhost/recap-nginx:debian"
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
 # Package downloads here pass a TLS-inspecting proxy whose CA is in the host's bundle: builds mount it.

@@ -20,6 +20,7 @@ from tests.helpers.servers import REPO, free_port
 from tests.helpers.stack import (
     BASE_IMAGE,
     LOCUST_IMAGE,
+    NGINX_IMAGE,
     PROMETHEUS_IMAGE,
     SERVICE_IMAGE,
     Engine,
@@ -68,6 +69,7 @@ def images(engine: Engine) -> Engine:
     engine.build("docker/service.Dockerfile", SERVICE_IMAGE, base)
     engine.build("docker/locust.Dockerfile", LOCUST_IMAGE, base)
     engine.build("docker/prometheus.Dockerfile", PROMETHEUS_IMAGE, [f"BASE_IMAGE={BASE_IMAGE}"])
+    engine.build("docker/nginx.Dockerfile", NGINX_IMAGE, [f"BASE_IMAGE={BASE_IMAGE}"])
     engine.timed("all images", started)
     sizes = {image: engine.image_size(image) for image in (BASE_IMAGE, SERVICE_IMAGE, LOCUST_IMAGE)}
     FIGURES.parent.mkdir(parents=True, exist_ok=True)
@@ -86,11 +88,13 @@ def stack(images: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "LOCUST_PUBLISH_PORT": str(free_port()),
         "PROMETHEUS_PUBLISH_PORT": str(free_port()),
         "PROMETHEUS_IMAGE": PROMETHEUS_IMAGE,
+        "NGINX_IMAGE": NGINX_IMAGE,
+        "NGINX_PUBLISH_PORT": str(free_port()),
         "RECAP_API_KEYS_SECRET": str(secrets / "api-keys"),
         "RECAP_LOAD_KEY_SECRET": str(secrets / "load-key"),
     }
     running = Stack(images, env, f"http://127.0.0.1:{env['RECAP_PUBLISH_PORT']}", "", key)
-    every_profile = ["--profile", "load", "--profile", "monitoring"]
+    every_profile = ["--profile", "load", "--profile", "monitoring", "--profile", "scale"]
     running.compose(*every_profile, "down", "-v", check=False)  # what a crashed earlier run left
     running.compose("up", "-d", "--no-build", "service")
     (running.service,) = images.containers()

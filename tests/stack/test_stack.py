@@ -8,6 +8,7 @@ The tests run in this order on one compose project (tests/stack/conftest.py).
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -179,10 +180,56 @@ def test_prometheus_scrapes_the_service_inside_the_stack(stack: Stack) -> None:
     assert up[0]["metric"]["instance"] == "service:8002"  # found by its compose service name
 
 
+def test_the_scale_profile_loses_no_request_when_a_replica_is_killed(stack: Stack) -> None:
+    """nginx (Debian's package, deploy/nginx/nginx.compose.conf) in front of three replicas; one is
+    killed while four clients send requests through nginx: nginx retries on another replica."""
+    replicas = ("replica-1", "replica-2", "replica-3")
+    stack.compose("--profile", "scale", "up", "-d", "--no-build", *replicas, "nginx")
+    containers = {name: next(c for c in stack.engine.containers() if f"_{name}_" in c) for name in replicas}
+    for container in containers.values():
+        stack.engine.wait_healthy(container)
+    url = f"http://127.0.0.1:{stack.env['NGINX_PUBLISH_PORT']}"
+    deadline = time.monotonic() + 60
+    while True:  # nginx up and every replica reachable through it
+        try:
+            with httpx.Client(base_url=url, timeout=5) as client:
+                if client.post("/v2/models/iris-mlp/infer", json=IRIS, headers=stack.auth).status_code == 200:
+                    break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, stack.compose("--profile", "scale", "logs", "nginx")[-3000:]
+        time.sleep(0.5)
+    statuses: list[int] = []
+    stop_event = threading.Event()
+
+    def loop() -> None:
+        with httpx.Client(base_url=url, timeout=15) as client:
+            while not stop_event.is_set():
+                answer = client.post("/v2/models/iris-mlp/infer", json=IRIS, headers=stack.auth)
+                statuses.append(answer.status_code)
+
+    threads = [threading.Thread(target=loop) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(4)
+        before = len(statuses)
+        stack.engine.podman("kill", containers["replica-2"])
+        time.sleep(6)
+    finally:
+        stop_event.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    failed = [s for s in statuses if s != 200]
+    assert 0 < before < len(statuses) and not failed, (
+        f"{len(failed)} of {len(statuses)} failed: {set(failed)}"
+    )
+
+
 def test_down_leaves_nothing_behind(stack: Stack) -> None:
     engine: Engine = stack.engine
     assert engine.containers(), "the stack was up"
-    stack.compose("--profile", "load", "--profile", "monitoring", "down", "-v")
+    stack.compose("--profile", "load", "--profile", "monitoring", "--profile", "scale", "down", "-v")
     assert engine.containers() == []
     label = f"label=com.docker.compose.project={PROJECT}"
     assert engine.podman("volume", "ls", "--filter", label, "--format", "{{.Name}}").stdout.strip() == ""
