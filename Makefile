@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: topology nginx-compose-conf api-keys serve test models lint typecheck unit install install-serve system-deps bench bench-ab bench-workers bench-instructions bench-generate load load-distributed clean
+.PHONY: grpc-stubs topology nginx-compose-conf api-keys serve test models lint typecheck unit install install-serve system-deps bench bench-ab bench-workers bench-instructions bench-generate load load-distributed clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ unit: install
 ## models: retrain the whole zoo from scratch and rewrite models/
 models: install
 	$(PY) -m training train --all --output models
+
+## grpc-stubs: generate service/api/grpc_messages from proto/open_inference.proto (committed; grpcio-tools)
+GRPC_STUBS_OUT ?= service/api/grpc_messages
+grpc-stubs: install
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=$(GRPC_STUBS_OUT) --pyi_out=$(GRPC_STUBS_OUT) proto/open_inference.proto
 
 ## topology: draw docs/topology.png (the README's scaling picture) from docs/topology.py
 topology: install

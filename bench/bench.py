@@ -300,6 +300,11 @@ def main() -> int:
         versions = sum(1 for _ in repository.glob("*/*/model.onnx"))
         print(f"\nserver resident memory with {versions} model versions: {served.median('rss_mib'):.0f} MiB")
         print(f"(server on core 0, wrk -t1 -c{args.connections} -d{args.duration}s on core 1)")
+        from bench.protocols import measure as measure_protocols  # noqa: PLC0415  (imports this module)
+        from bench.protocols import report as report_protocols  # noqa: PLC0415
+
+        print("\nrows/s over gRPC and REST (binary tensors) vs onnxruntime in process (bench/protocols.py):")
+        report_protocols(measure_protocols(repository, 3.0), 3.0)
         return 0 if sum(run["errors"] for run in served.runs) == 0 else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)

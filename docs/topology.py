@@ -51,7 +51,7 @@ def one_machine(ax: Axes) -> None:
 def kubernetes(ax: Axes) -> None:
     ax.set_title("Kubernetes (deploy/k8s) and KServe (deploy/kserve)", fontsize=10)
     box(ax, (0.30, 0.86), (0.40, 0.09), "Ingress / KServe (Knative) route", GREY)
-    box(ax, (0.30, 0.67), (0.40, 0.10), "Service recap-serve\nhttp :8000, metrics :8002", ORANGE)
+    box(ax, (0.30, 0.67), (0.40, 0.10), "Service recap-serve\nhttp :8000, grpc :8001, metrics :8002", ORANGE)
     arrow(ax, (0.5, 0.86), (0.5, 0.78))
     for x in (0.03, 0.36, 0.69):
         box(

@@ -175,6 +175,12 @@ def create_app(settings: Settings) -> FastAPI:
             settings.version_policy,
             f"{len(keys)} from {settings.api_keys_file}" if keys is not None else "none (open)",
         )
+        grpc_server = None
+        if settings.grpc_port:
+            from service.api.grpc_server import GrpcServer  # noqa: PLC0415  (grpcio only when it serves)
+
+            grpc_server = GrpcServer(state, settings.offload_min_rows)
+            await grpc_server.start()
         listener = None
         if settings.metrics_port is not None:
             metrics_app = MetricsApp(pipeline, metrics, require_key=settings.metrics_port_auth)
@@ -190,6 +196,8 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             if publisher is not None:
                 publisher.cancel()
+            if grpc_server is not None:
+                await grpc_server.stop(settings.shutdown_timeout_seconds)
             await control.stop()
             if listener is not None:
                 await listener.stop()

@@ -202,6 +202,13 @@ class Settings(BaseSettings):
     )
     tls_cert_file: Path | None = Field(default=None, description="PEM certificate (chain): serve HTTPS.")
     tls_key_file: Path | None = Field(default=None, description="PEM private key of --tls-cert-file.")
+    grpc_port: int = Field(
+        default=8001,
+        ge=0,
+        le=65535,
+        description="Open Inference Protocol over gRPC (inference.GRPCInferenceService, grpc.health.v1) on "
+        "this port, as Triton's 8001; 0: no gRPC.",
+    )
     metrics_port: int | None = Field(
         default=None,
         ge=1,
@@ -266,6 +273,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"{str(path)!r} is not a file")
         if self.metrics_port is not None and self.metrics_port == self.port:
             raise ValueError(f"--metrics-port {self.metrics_port} is the main --port")
+        if self.grpc_port and self.grpc_port in (self.port, self.metrics_port):
+            raise ValueError(f"--grpc-port {self.grpc_port} is already the HTTP or the metrics port")
         if 0 < self.max_inflight_bytes < self.max_body_bytes:
             raise ValueError(
                 f"--max-inflight-bytes ({self.max_inflight_bytes}) is below --max-body-bytes "

@@ -24,10 +24,26 @@ async def metrics_work(call: Call, metrics: Metrics) -> Response:
     return Response(body, media_type=content_type)
 
 
+def readiness_problem(state: AppState) -> str | None:
+    """Why the server is not ready (None: it is). REST's /v2/health/ready, gRPC's ServerReady and
+    health service all answer from here."""
+    repository = state.repository
+    # What clients can use: the default version of each model (requests without a version go there).
+    # A failed or pending other version shows in the index and the metrics instead.
+    if state.drain.draining:
+        return "the server is shutting down"
+    defaults = [repository.default(name) for name in repository.names()]
+    unusable = [f"{m.name} v{m.version}" for m in defaults if m is not None and not m.ready]
+    if state.settings.strict_readiness and unusable:
+        shown = ", ".join(unusable[:10])
+        return f"{len(unusable)} model(s) have no ready version: {shown} (reasons: the model metadata)"
+    if defaults and len(unusable) == len(defaults):
+        return "no model is ready"
+    return None
+
+
 def build_router(state: AppState) -> APIRouter:
     router = APIRouter(tags=["health"])
-    repository = state.repository
-    strict = state.settings.strict_readiness
 
     @router.get("/v2/health/live", summary="Server live")
     async def live() -> Response:
@@ -35,19 +51,9 @@ def build_router(state: AppState) -> APIRouter:
 
     @router.get("/v2/health/ready", summary="Server ready", responses={503: {"model": schemas.ErrorBody}})
     async def ready() -> Response:
-        # What clients can use: the default version of each model (requests without a version go
-        # there). A failed or pending other version shows in the index and the metrics instead.
-        if state.drain.draining:
-            return error_response(503, "the server is shutting down")
-        defaults = [repository.default(name) for name in repository.names()]
-        unusable = [f"{m.name} v{m.version}" for m in defaults if m is not None and not m.ready]
-        if strict and unusable:
-            shown = ", ".join(unusable[:10])
-            return error_response(
-                503, f"{len(unusable)} model(s) have no ready version: {shown} (reasons: the model metadata)"
-            )
-        if defaults and len(unusable) == len(defaults):
-            return error_response(503, "no model is ready")
+        problem = readiness_problem(state)
+        if problem is not None:
+            return error_response(503, problem)
         return json_response({"ready": True})
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -35,6 +35,10 @@ def _server_version() -> str:
         return "0.0.0"
 
 
+def server_document(state: AppState) -> dict[str, object]:
+    return {"name": SERVER_NAME, "version": _server_version(), "extensions": state.extensions}
+
+
 def model_metadata(state: AppState, model: LoadedModel) -> dict[str, object]:
     every = state.repository.versions(model.name)
     versions = [m.version_str for m in every]
@@ -65,7 +69,7 @@ def model_metadata(state: AppState, model: LoadedModel) -> dict[str, object]:
 def build_router(state: AppState, infer_handler: InferHandler) -> APIRouter:
     router = APIRouter(tags=["v2"])
     pipeline = state.pipeline
-    server = {"name": SERVER_NAME, "version": _server_version(), "extensions": state.extensions}
+    server = server_document(state)
     errors: dict[int | str, dict[str, Any]] = {code: {"model": schemas.ErrorBody} for code in (400, 404)}
 
     async def server_work(call: Call, _: None) -> Response:

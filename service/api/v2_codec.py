@@ -113,12 +113,12 @@ def decode_request(body: bytes, model: LoadedModel, header_length: int | None) -
     if offset != len(body):
         raise InvalidInputError(f"{len(body) - offset} bytes of binary data follow that no input claims")
     model.check_complete(feeds)
-    outputs = _requested_outputs(document.get("outputs"), model, parameters)
+    outputs = requested_outputs(document.get("outputs"), model, parameters)
     rows = feeds[session.batch_input].shape[0] if session.batch_input is not None else 1
     return V2Request(feeds, outputs, [o.name for o in outputs], request_id, parameters, rows, timeout_us)
 
 
-def _requested_outputs(
+def requested_outputs(
     value: object, model: LoadedModel, parameters: dict[str, Any] | None
 ) -> list[RequestedOutput]:
     session = model.require_session()
@@ -156,12 +156,12 @@ def _requested_outputs(
     return requested
 
 
-def encode_response(
+def output_tensors(
     model: LoadedModel, request: V2Request, results: list[np.ndarray]
-) -> tuple[bytes, int | None]:
-    """The V2 response body, and the JSON header length when binary outputs follow it."""
-    outputs: list[dict[str, Any]] = []
-    binaries: list[bytes] = []
+) -> list[tuple[RequestedOutput, str, np.ndarray]]:
+    """Each requested output with its datatype and array; a classification output becomes its top-k
+    "score:index:label" strings (BYTES). Every protocol encodes these."""
+    tensors = []
     output_by_name = model.require_session().output_by_name
     for requested, result in zip(request.outputs, results, strict=True):
         array, datatype = result, output_by_name[requested.name].datatype
@@ -169,6 +169,17 @@ def encode_response(
             scores = class_scores(result, requested.name, model.task)
             array = top_k_strings(scores, requested.classification, model.class_labels)
             datatype = "BYTES"
+        tensors.append((requested, datatype, array))
+    return tensors
+
+
+def encode_response(
+    model: LoadedModel, request: V2Request, results: list[np.ndarray]
+) -> tuple[bytes, int | None]:
+    """The V2 response body, and the JSON header length when binary outputs follow it."""
+    outputs: list[dict[str, Any]] = []
+    binaries: list[bytes] = []
+    for requested, datatype, array in output_tensors(model, request, results):
         entry: dict[str, Any] = {"name": requested.name, "datatype": datatype, "shape": list(array.shape)}
         if requested.binary:
             raw = numpy_to_binary(array)

@@ -1,6 +1,7 @@
 """deploy/k8s: kustomize renders it, every object passes Kubernetes' own schemas (strict: no unknown field),
 and the Deployment has what a production rollout needs (probes, security context, a drain that fits the
-grace period, rotatable keys, workers from the CPU limit, scraping on the metrics port).
+grace period, rotatable keys, workers from the CPU limit, scraping on the metrics port, the gRPC port
+declared on the container, the Service and the NetworkPolicy).
 
 Without kubectl the property checks read the files the kustomization lists (it only adds a label); the
 schema checks need the kubernetes-validate package. Both skip, saying so, where they are missing.
@@ -269,6 +270,7 @@ def test_the_server_accepts_the_settings(
     chosen = validated_settings(env, keys_text, tmp_path, monkeypatch)
     assert chosen.host == "0.0.0.0"
     assert chosen.metrics_port is not None
+    assert chosen.grpc_port == named_port(container, "grpc"), "the gRPC listener is the declared port"
     assert chosen.api_keys_file is not None, "a non-loopback server needs its keys file"
     assert not chosen.allow_unauthenticated
 
@@ -290,12 +292,27 @@ def test_probes(container: dict[str, Any], settings: dict[str, str]) -> None:
 
 
 def test_only_the_ports_that_exist(container: dict[str, Any], settings: dict[str, str]) -> None:
-    """The API and the metrics listener; no gRPC port until the server has one."""
+    """The HTTP API, the gRPC API and the metrics listener, each where the ConfigMap puts it."""
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert "RECAP_GRPC_PORT" in settings, "the gRPC port is set, not left to the server's default"
     assert ports == {
         "http": int(setting(settings, "port")),
+        "grpc": int(setting(settings, "grpc_port")),
         "metrics": int(setting(settings, "metrics_port")),
     }
+    assert all(port.get("protocol", "TCP") == "TCP" for port in container["ports"])
+
+
+def test_service_publishes_the_grpc_port(
+    objects: list[dict[str, Any]], container: dict[str, Any], settings: dict[str, str]
+) -> None:
+    grpc = named_port(container, "grpc")
+    assert grpc == int(setting(settings, "grpc_port")) > 0
+    ports = {port["name"]: port for port in one(objects, "Service")["spec"]["ports"]}
+    assert ports["grpc"]["port"] == grpc
+    assert ports["grpc"]["targetPort"] in ("grpc", grpc)
+    assert ports["grpc"]["appProtocol"] in ("grpc", "kubernetes.io/h2c"), "HTTP/2, for meshes and gateways"
+    assert ports["http"]["appProtocol"] == "http"
 
 
 def test_security_context(pod: dict[str, Any], container: dict[str, Any]) -> None:
@@ -413,7 +430,7 @@ def test_scrape_annotations_on_the_metrics_port(
         assert annotations["prometheus.io/port"] == str(metrics)
         assert annotations["prometheus.io/path"] == "/metrics"
     ports = {port["name"]: port for port in service["spec"]["ports"]}
-    assert set(ports) == {"http", "metrics"}
+    assert set(ports) == {"http", "grpc", "metrics"}
     assert ports["http"]["port"] == 8000 and ports["http"]["targetPort"] in ("http", 8000)
     assert ports["metrics"]["port"] == 8002 and ports["metrics"]["targetPort"] in ("metrics", metrics)
     selector = service["spec"]["selector"]
@@ -433,8 +450,10 @@ def test_network_policy(
         for port in rule["ports"]:
             by_port.setdefault(int(port["port"]), []).append(rule)
     api, metrics = int(setting(settings, "port")), int(setting(settings, "metrics_port"))
-    assert set(by_port) == {api, metrics}
-    assert any("from" not in rule for rule in by_port[api]), "the API is open to every client"
+    grpc = int(setting(settings, "grpc_port"))
+    assert set(by_port) == {api, grpc, metrics}
+    for port in (api, grpc):
+        assert any("from" not in rule for rule in by_port[port]), f"the API on {port} is open to every client"
     for rule in by_port[metrics]:
         assert rule.get("from"), "the metrics listener is not open to everyone"
         for peer in rule["from"]:

@@ -1,7 +1,8 @@
 """deploy/kserve: every KServe object validates against the CRD schemas of a KServe release (plus a check
 that no field is unknown to them, which the CRD schemas themselves do not make), the other objects
-against Kubernetes' schemas, and the runtime follows KServe's conventions (kserve-container on 8080, V2,
-onnx, metrics annotations) with settings the server accepts.
+against Kubernetes' schemas, and the two runtimes follow KServe's conventions (kserve-container, onnx,
+metrics annotations; recap-serve: REST on http1 8080, recap-serve-grpc: grpc-v2 on one h2c port, which its
+probes use) with settings the server accepts.
 
 The project commits no files copied from other repositories, so KServe's CRDs are not in it: point
 RECAP_KSERVE_CRDS at a folder holding `serving.kserve.io_servingruntimes.yaml` and
@@ -38,6 +39,12 @@ CRDS = Path(os.environ.get("RECAP_KSERVE_CRDS", "/nonexistent"))
 CRD_FILES = ("serving.kserve.io_servingruntimes.yaml", "serving.kserve.io_inferenceservices.yaml")
 KSERVE_GROUP = "serving.kserve.io"
 RELEASE = "v0.20.0"
+# Objects kept out of kustomization.yaml on purpose (see their comments); validated all the same.
+EXAMPLES = ("inferenceservice-grpc.yaml",)
+HTTP_RUNTIME, GRPC_RUNTIME = "recap-serve", "recap-serve-grpc"
+RUNTIMES = (HTTP_RUNTIME, GRPC_RUNTIME)
+# Each runtime's example InferenceService.
+ISVC_OF = {HTTP_RUNTIME: "recap-zoo", GRPC_RUNTIME: "recap-zoo-grpc"}
 
 
 @functools.cache
@@ -110,27 +117,60 @@ def _documents() -> list[tuple[str, dict[str, Any]]]:
 DOCUMENTS = _documents()
 
 
-def the(kind: str) -> dict[str, Any]:
-    found = [doc for _, doc in DOCUMENTS if doc["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind} in deploy/kserve, found {len(found)}"
+def the(kind: str, name: str | None = None) -> dict[str, Any]:
+    """The one object of a kind in deploy/kserve, or the one of that kind with that name."""
+    found = [doc for _, doc in DOCUMENTS if doc["kind"] == kind and name in (None, doc["metadata"]["name"])]
+    named = kind if name is None else f"{kind} {name}"
+    assert len(found) == 1, f"expected one {named} in deploy/kserve, found {len(found)}"
     return found[0]
 
 
-@pytest.fixture(scope="module")
-def runtime() -> dict[str, Any]:
-    return the("ServingRuntime")
-
-
-@pytest.fixture(scope="module")
-def container(runtime: dict[str, Any]) -> dict[str, Any]:
+def the_container(runtime: dict[str, Any]) -> dict[str, Any]:
     [found] = runtime["spec"]["containers"]
     assert isinstance(found, dict)
     return found
 
 
 @pytest.fixture(scope="module")
+def runtime() -> dict[str, Any]:
+    """The REST runtime."""
+    return the("ServingRuntime", HTTP_RUNTIME)
+
+
+@pytest.fixture(scope="module")
+def container(runtime: dict[str, Any]) -> dict[str, Any]:
+    return the_container(runtime)
+
+
+@pytest.fixture(scope="module")
 def isvc() -> dict[str, Any]:
-    return the("InferenceService")
+    return the("InferenceService", ISVC_OF[HTTP_RUNTIME])
+
+
+@pytest.fixture(scope="module")
+def grpc_runtime() -> dict[str, Any]:
+    return the("ServingRuntime", GRPC_RUNTIME)
+
+
+@pytest.fixture(scope="module")
+def grpc_container(grpc_runtime: dict[str, Any]) -> dict[str, Any]:
+    return the_container(grpc_runtime)
+
+
+@pytest.fixture(scope="module", params=RUNTIMES)
+def each_runtime(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Each runtime in turn, for what both must get right."""
+    return the("ServingRuntime", request.param)
+
+
+@pytest.fixture(scope="module")
+def each_container(each_runtime: dict[str, Any]) -> dict[str, Any]:
+    return the_container(each_runtime)
+
+
+@pytest.fixture(scope="module")
+def each_isvc(each_runtime: dict[str, Any]) -> dict[str, Any]:
+    return the("InferenceService", ISVC_OF[each_runtime["metadata"]["name"]])
 
 
 def env_values(container: dict[str, Any]) -> dict[str, str]:
@@ -159,7 +199,8 @@ def test_every_object_validates(name: str, obj: dict[str, Any]) -> None:
 def test_kustomization_lists_every_object() -> None:
     [kustomization] = load_documents(KSERVE / "kustomization.yaml")
     files = {path.name for path in KSERVE.glob("*.yaml")} - {"kustomization.yaml"}
-    assert set(kustomization["resources"]) == files
+    assert set(EXAMPLES) <= files
+    assert set(kustomization["resources"]) == files - set(EXAMPLES)
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed (system package kubectl; `make system-deps`): cannot render")
@@ -168,7 +209,15 @@ def test_kustomization_lists_every_object() -> None:
     )
     assert done.returncode == 0, done.stderr
     rendered = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-    assert sorted(rendered, key=str) == sorted((doc for _, doc in DOCUMENTS), key=str)
+    listed = (doc for name, doc in DOCUMENTS if name not in EXAMPLES)
+    assert sorted(rendered, key=str) == sorted(listed, key=str)
+
+
+def test_the_runtimes_and_their_inference_services() -> None:
+    runtimes = sorted(doc["metadata"]["name"] for _, doc in DOCUMENTS if doc["kind"] == "ServingRuntime")
+    assert runtimes == sorted(RUNTIMES)
+    services = sorted(doc["metadata"]["name"] for _, doc in DOCUMENTS if doc["kind"] == "InferenceService")
+    assert services == sorted(ISVC_OF.values())
 
 
 @pytest.mark.parametrize(
@@ -182,20 +231,24 @@ def test_kustomization_lists_every_object() -> None:
     ],
 )
 def test_a_misspelled_field_is_caught(kind: str, path: list[str | int], wrong: str) -> None:
-    obj = copy.deepcopy(the(kind))
+    name = HTTP_RUNTIME if kind == "ServingRuntime" else ISVC_OF[HTTP_RUNTIME]
+    obj = copy.deepcopy(the(kind, name))
     holder: Any = obj
     for step in path:
         holder = holder[step]
     holder[wrong] = holder.get(wrong, "x")
-    assert crd_problems(the(kind)) == []
+    assert crd_problems(the(kind, name)) == []
     where = ".".join(str(step) for step in path).replace(".0", "[0]")
     assert f"{where}.{wrong}: unknown field" in crd_problems(obj)
 
 
-def test_a_wrong_type_is_caught(runtime: dict[str, Any]) -> None:
+def test_a_wrong_type_is_caught(runtime: dict[str, Any], grpc_runtime: dict[str, Any]) -> None:
     obj = copy.deepcopy(runtime)
     obj["spec"]["containers"][0]["ports"][0]["containerPort"] = "8080"
     assert any("containerPort" in problem for problem in crd_problems(obj))
+    obj = copy.deepcopy(grpc_runtime)
+    obj["spec"]["containers"][0]["readinessProbe"]["grpc"]["port"] = "h2c"  # a number, not a name
+    assert any("grpc.port" in problem for problem in crd_problems(obj))
     obj = copy.deepcopy(runtime)
     del obj["spec"]["containers"]
     assert any("'containers' is a required property" in problem for problem in crd_problems(obj))
@@ -204,16 +257,53 @@ def test_a_wrong_type_is_caught(runtime: dict[str, Any]) -> None:
 # -- KServe's conventions and the server's settings -------------------------------------------------------
 
 
-def test_runtime_follows_kserve_conventions(runtime: dict[str, Any], container: dict[str, Any]) -> None:
-    spec = runtime["spec"]
-    assert container["name"] == "kserve-container"
-    assert "v2" in spec["protocolVersions"]
+def test_runtimes_follow_kserve_conventions(
+    each_runtime: dict[str, Any], each_container: dict[str, Any]
+) -> None:
+    spec = each_runtime["spec"]
+    assert each_container["name"] == "kserve-container"
     assert {"name": "onnx", "version": "1", "autoSelect": True} in spec["supportedModelFormats"]
-    env = env_values(container)
+    env = env_values(each_container)
     assert env["RECAP_PORT"] == "8080"
-    # Knative: a single port, named http1 or h2c.
-    assert [(port["containerPort"], port["name"]) for port in container["ports"]] == [(8080, "http1")]
     assert env["RECAP_MODEL_REPOSITORY"] == "/mnt/models", "where KServe puts the storageUri's files"
+    # Knative: a single port, named http1 or h2c.
+    assert len(each_container["ports"]) == 1
+    assert each_container["ports"][0]["name"] in ("http1", "h2c")
+    assert each_container["ports"][0].get("protocol", "TCP") == "TCP"
+    assert "lifecycle" not in each_container, "Knative rejects lifecycle hooks"
+
+
+def test_http_runtime_serves_rest_on_8080(runtime: dict[str, Any], container: dict[str, Any]) -> None:
+    assert runtime["spec"]["protocolVersions"] == ["v2"]
+    assert [(port["containerPort"], port["name"]) for port in container["ports"]] == [(8080, "http1")]
+    # No gRPC listener where nothing routes to it: gRPC is the other runtime's.
+    assert env_values(container)["RECAP_GRPC_PORT"] == "0"
+
+
+def test_grpc_runtime_serves_grpc_on_its_one_h2c_port(
+    grpc_runtime: dict[str, Any], grpc_container: dict[str, Any]
+) -> None:
+    assert grpc_runtime["spec"]["protocolVersions"] == ["grpc-v2"]
+    [port] = grpc_container["ports"]
+    assert port["name"] == "h2c", "Knative: HTTP/2 cleartext to the container, as gRPC needs"
+    env = env_values(grpc_container)
+    assert port["containerPort"] == int(env["RECAP_GRPC_PORT"])
+    assert port["containerPort"] not in (int(env["RECAP_PORT"]), int(env["RECAP_METRICS_PORT"]))
+
+
+def test_the_protocols_pick_one_runtime(runtime: dict[str, Any], grpc_runtime: dict[str, Any]) -> None:
+    """Both auto-select onnx: an InferenceService's protocolVersion must match one of them only."""
+    assert not set(runtime["spec"]["protocolVersions"]) & set(grpc_runtime["spec"]["protocolVersions"])
+
+
+def test_the_runtimes_are_the_same_server(container: dict[str, Any], grpc_container: dict[str, Any]) -> None:
+    """The gRPC runtime differs in its port, its probes and RECAP_GRPC_PORT only."""
+    differ = {"ports", "startupProbe", "readinessProbe", "livenessProbe", "env"}
+    assert {key: value for key, value in container.items() if key not in differ} == {
+        key: value for key, value in grpc_container.items() if key not in differ
+    }
+    http, grpc = env_values(container), env_values(grpc_container)
+    assert {name for name in {*http, *grpc} if http.get(name) != grpc.get(name)} == {"RECAP_GRPC_PORT"}
 
 
 def test_probes(container: dict[str, Any]) -> None:
@@ -227,58 +317,88 @@ def test_probes(container: dict[str, Any]) -> None:
     assert "lifecycle" not in container, "Knative rejects lifecycle hooks"
 
 
+def test_grpc_probes_on_the_h2c_port(grpc_container: dict[str, Any]) -> None:
+    """Knative probes the declared port only: grpc.health.v1 (which follows readiness) there for startup
+    and readiness, and a TCP connect for liveness (a model that is not ready is no reason to restart)."""
+    [port] = grpc_container["ports"]
+    h2c = port["containerPort"]
+    for probe in ("startupProbe", "readinessProbe"):
+        # No service name: the server's overall status, SERVING exactly when /v2/health/ready is 200.
+        assert grpc_container[probe]["grpc"] == {"port": h2c}, probe
+    assert grpc_container["livenessProbe"]["tcpSocket"] == {"port": h2c}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert "httpGet" not in grpc_container[probe], f"{probe}: 8080 is not the declared port"
+    startup = grpc_container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 60, "models get a minute to load"
+
+
 def test_metrics_annotations_point_at_the_metrics_port(
-    runtime: dict[str, Any], container: dict[str, Any]
+    each_runtime: dict[str, Any], each_container: dict[str, Any]
 ) -> None:
-    annotations = runtime["spec"]["annotations"]
-    env = env_values(container)
+    annotations = each_runtime["spec"]["annotations"]
+    env = env_values(each_container)
     assert annotations["prometheus.kserve.io/port"] == env["RECAP_METRICS_PORT"]
     assert annotations["prometheus.kserve.io/path"] == "/metrics"
     assert env["RECAP_METRICS_PORT"] != env["RECAP_PORT"]
 
 
-def test_inference_service_uses_the_runtime(runtime: dict[str, Any], isvc: dict[str, Any]) -> None:
-    predictor = isvc["spec"]["predictor"]
+def test_inference_service_uses_the_runtime(each_runtime: dict[str, Any], each_isvc: dict[str, Any]) -> None:
+    predictor = each_isvc["spec"]["predictor"]
     model = predictor["model"]
-    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["runtime"] == each_runtime["metadata"]["name"]
     assert model["modelFormat"]["name"] == "onnx"
-    assert model.get("protocolVersion", "v2") in runtime["spec"]["protocolVersions"]
+    assert model.get("protocolVersion", "v2") in each_runtime["spec"]["protocolVersions"]
     assert model["storageUri"].split("://")[0] in ("pvc", "s3", "gs", "https", "hdfs", "oci")
     assert predictor["minReplicas"] == 0, "scale to zero"
-    annotations = isvc["metadata"]["annotations"]
+    annotations = each_isvc["metadata"]["annotations"]
     assert annotations["serving.kserve.io/deploymentMode"] in ("Knative", "Serverless")
     assert annotations["serving.kserve.io/enable-metric-aggregation"] == "true"
 
 
-def test_recap_variables_are_settings_fields(container: dict[str, Any], isvc: dict[str, Any]) -> None:
-    names = list(env_of(container)) + list(env_of(isvc["spec"]["predictor"]["model"]))
-    assert unknown_settings([name for name in names if name.startswith("RECAP_")]) == []
+def test_grpc_inference_service_asks_for_grpc(grpc_runtime: dict[str, Any]) -> None:
+    model = the("InferenceService", ISVC_OF[GRPC_RUNTIME])["spec"]["predictor"]["model"]
+    assert (model["runtime"], model["protocolVersion"]) == (GRPC_RUNTIME, "grpc-v2")
+    assert (
+        model["storageUri"]
+        == the("InferenceService", ISVC_OF[HTTP_RUNTIME])["spec"]["predictor"]["model"]["storageUri"]
+    ), "the same repository as the REST example"
 
 
-def test_workers_match_the_cpu_limit(container: dict[str, Any]) -> None:
-    limits = container["resources"]["limits"]
-    assert int(env_values(container)["RECAP_WORKERS"]) == downward_cpu_limit(limits["cpu"])
-    assert cpus(container["resources"]["requests"]["cpu"]) <= cpus(limits["cpu"])
+def test_recap_variables_are_settings_fields(
+    each_container: dict[str, Any], each_isvc: dict[str, Any]
+) -> None:
+    names = list(env_of(each_container)) + list(env_of(each_isvc["spec"]["predictor"]["model"]))
+    recap = [name for name in names if name.startswith("RECAP_")]
+    assert "RECAP_GRPC_PORT" in recap
+    assert unknown_settings(recap) == []
 
 
-def test_keys_secret_mounted_as_a_directory(runtime: dict[str, Any], container: dict[str, Any]) -> None:
+def test_workers_match_the_cpu_limit(each_container: dict[str, Any]) -> None:
+    limits = each_container["resources"]["limits"]
+    assert int(env_values(each_container)["RECAP_WORKERS"]) == downward_cpu_limit(limits["cpu"])
+    assert cpus(each_container["resources"]["requests"]["cpu"]) <= cpus(limits["cpu"])
+
+
+def test_keys_secret_mounted_as_a_directory(
+    each_runtime: dict[str, Any], each_container: dict[str, Any]
+) -> None:
     secret = the("Secret")
     [volume] = [
         v
-        for v in runtime["spec"]["volumes"]
+        for v in each_runtime["spec"]["volumes"]
         if v.get("secret", {}).get("secretName") == secret["metadata"]["name"]
     ]
-    [mount] = [mount for mount in container["volumeMounts"] if mount["name"] == volume["name"]]
+    [mount] = [mount for mount in each_container["volumeMounts"] if mount["name"] == volume["name"]]
     assert "subPath" not in mount and "subPathExpr" not in mount and "items" not in volume["secret"]
-    keys_file = PurePosixPath(env_values(container)["RECAP_API_KEYS_FILE"])
+    keys_file = PurePosixPath(env_values(each_container)["RECAP_API_KEYS_FILE"])
     assert keys_file.parent == PurePosixPath(mount["mountPath"])
     assert keys_file.name in secret["stringData"]
     assert only_digests(secret["stringData"][keys_file.name]) == []
-    assert "RECAP_ALLOW_UNAUTHENTICATED" not in env_values(container)
+    assert "RECAP_ALLOW_UNAUTHENTICATED" not in env_values(each_container)
 
 
-def test_security_context(container: dict[str, Any]) -> None:
-    context = container["securityContext"]
+def test_security_context(each_container: dict[str, Any]) -> None:
+    context = each_container["securityContext"]
     assert context["runAsNonRoot"] is True and context["runAsUser"] == image_uid()
     assert context["allowPrivilegeEscalation"] is False
     assert context["capabilities"]["drop"] == ["ALL"]
@@ -286,9 +406,13 @@ def test_security_context(container: dict[str, Any]) -> None:
 
 
 def test_the_server_accepts_the_settings(
-    container: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    each_container: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = env_values(container)
+    env = env_values(each_container)
     chosen = validated_settings(env, the("Secret")["stringData"]["api-keys"], tmp_path, monkeypatch)
     assert (chosen.host, chosen.port, chosen.metrics_port) == ("0.0.0.0", 8080, 8002)
     assert chosen.worker_count == 2
+    [port] = each_container["ports"]
+    # The declared port is the one KServe routes to: HTTP's, or gRPC's on h2c (0: no gRPC listener).
+    expected_grpc = port["containerPort"] if port["name"] == "h2c" else 0
+    assert chosen.grpc_port == expected_grpc

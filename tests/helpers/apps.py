@@ -12,4 +12,6 @@ from service.settings import Settings
 
 
 def make_client(repo: Path, **settings: Any) -> TestClient:
+    """In process, without gRPC unless asked (`grpc_port`): many apps start in one test run."""
+    settings.setdefault("grpc_port", 0)
     return TestClient(create_app(Settings(model_repository=repo, **settings)), raise_server_exceptions=False)

@@ -55,6 +55,7 @@ class RunningServer:
     url: str
     port: int
     log_path: Path
+    grpc_port: int = 0  # 0: the server has no gRPC listener
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -92,7 +93,9 @@ def start_server(
     `port`: that port instead of a free one (a replica behind a balancer's fixed upstream).
     """
     port = port or free_port()
-    full_env = {**os.environ, **(env or {})}
+    # Every server gets its own free gRPC port unless the test says otherwise (RECAP_GRPC_PORT).
+    full_env = {**os.environ, "RECAP_GRPC_PORT": str(free_port()), **(env or {})}
+    grpc_port = int(full_env["RECAP_GRPC_PORT"])
     if command is None:
         argv = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--model-repository", str(repository)]
@@ -101,7 +104,7 @@ def start_server(
         full_env |= {"RECAP_HOST": "127.0.0.1", "RECAP_PORT": str(port)}
     with log_path.open("wb") as sink:
         process = subprocess.Popen(argv, cwd=REPO, env=full_env, stdout=sink, stderr=subprocess.STDOUT)
-    server = RunningServer(process, f"http://127.0.0.1:{port}", port, log_path)
+    server = RunningServer(process, f"http://127.0.0.1:{port}", port, log_path, grpc_port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

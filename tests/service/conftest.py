@@ -12,6 +12,12 @@ from tests.helpers.apps import make_client
 from tests.helpers.onnx_models import build_repository
 
 
+@pytest.fixture(autouse=True)
+def _no_grpc_listener(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process apps start no gRPC listener (port 8001 for every app of the run would collide)."""
+    monkeypatch.setenv("RECAP_GRPC_PORT", "0")
+
+
 @pytest.fixture(scope="session")
 def repo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_repository(tmp_path_factory.mktemp("models"))

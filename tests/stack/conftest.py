@@ -85,6 +85,7 @@ def stack(images: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     key = make_secrets(secrets)  # what `make api-keys` writes
     env = {
         "RECAP_PUBLISH_PORT": str(free_port()),
+        "RECAP_GRPC_PUBLISH_PORT": str(free_port()),
         "LOCUST_PUBLISH_PORT": str(free_port()),
         "PROMETHEUS_PUBLISH_PORT": str(free_port()),
         "PROMETHEUS_IMAGE": PROMETHEUS_IMAGE,
