@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from service.api.grpc_codec import decode_infer, encode_infer
 from service.api.grpc_messages import open_inference_pb2 as pb
 from service.api.health import readiness_problem
+from service.api.infer import run_request
 from service.api.pipeline import Call, Endpoint, Failure
 from service.api.state import AppState
 from service.api.v2 import server_document
@@ -41,7 +42,6 @@ from service.errors import (
 from service.logs import REQUEST_ID
 from service.runtime.model import LoadedModel
 from service.runtime.repository import PLATFORM
-from service.runtime.session import RunControl
 
 log = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"
@@ -187,15 +187,7 @@ class Servicer:
         if remaining is not None:  # the client's gRPC deadline, as REST's `timeout` parameter
             call.shorten_deadline(max(1, int(remaining * 1e6)))
         decoded = decode_infer(request, model)
-        if decoded.rows >= self.offload_rows:
-            control = RunControl()
-            results = await call.in_thread(
-                call.run_model, model, decoded.output_names, decoded.feeds, control, stop=control.stop
-            )
-        else:
-            results = call.run_model(model, decoded.output_names, decoded.feeds)
-        if call.past_deadline():
-            raise call.deadline_error()
+        results = await run_request(call, model, decoded, self.offload_rows)
         return encode_infer(model, decoded, results)
 
     async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
@@ -247,11 +239,7 @@ class Servicer:
                     f"parameter {sorted(asked.parameters)[0][:64]!r} is not supported: models are loaded "
                     "from the repository's files as they are"
                 )
-            model = await control.load(asked.model_name)
-            if not model.ready:
-                raise InvalidInputError(
-                    f"failed to load {model.name!r} version {model.version}: {model.reason}"
-                )
+            await control.load(asked.model_name)
             return pb.RepositoryModelLoadResponse()
 
         return await self._server_call(LOAD, work, request, context)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
-from starlette.types import Send
+import numpy as np
+from starlette.types import Receive, Send
 
 from service.api.errors import JSON_HEADERS, error_body, error_headers
 from service.api.front import BINARY_HEADER, REQUEST_ID_HEADER, InferHead
 from service.api.pipeline import Call, Endpoint, Failure, Pipeline
-from service.api.v2_codec import decode_request, encode_response
+from service.api.v2_codec import V2Request, decode_request, encode_response
 from service.errors import InvalidInputError
 from service.runtime.model import LoadedModel
 from service.runtime.session import RunControl
@@ -65,24 +66,31 @@ class InferHandler:
         request = decode_request(body, model, header_length)
         if request.timeout_us is not None:
             call.shorten_deadline(request.timeout_us)
-        if request.rows >= self.offload_rows:
-            control = RunControl()
-            results = await call.in_thread(
-                call.run_model,
-                model,
-                request.output_names,
-                request.feeds,
-                control,
-                stop=control.stop,
-                receive=head.receive,
-            )
-        else:
-            results = call.run_model(model, request.output_names, request.feeds)
+        results = await run_request(call, model, request, self.offload_rows, head.receive)
         content, json_length = encode_response(model, request, results)
         if json_length is None:
             return 200, content, JSON_HEADERS
         binary = [(b"content-type", b"application/octet-stream"), (BINARY_HEADER, b"%d" % json_length)]
         return 200, content, binary
+
+
+async def run_request(
+    call: Call, model: LoadedModel, request: V2Request, offload_rows: int, receive: Receive | None = None
+) -> list[np.ndarray]:
+    """Run a decoded infer request (REST or gRPC): inline, or from `offload_rows` rows on in a worker
+    thread that the deadline (or, with `receive`, a client that left) stops."""
+    if request.rows >= offload_rows:
+        control = RunControl()
+        return await call.in_thread(
+            call.run_model,
+            model,
+            request.output_names,
+            request.feeds,
+            control,
+            stop=control.stop,
+            receive=receive,
+        )
+    return call.run_model(model, request.output_names, request.feeds)
 
 
 def answer(result: Answer | Failure) -> Answer:

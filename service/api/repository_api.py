@@ -86,8 +86,6 @@ def build_router(state: AppState) -> APIRouter:
         _parameters(await _options(call, request), frozenset())
         name = request.path_params["model_name"]
         model = await control.load(name)
-        if not model.ready:
-            raise InvalidInputError(f"failed to load {model.name!r} version {model.version}: {model.reason}")
         return json_response(_model_rows(control, model.name))
 
     @router.post("/v2/repository/models/{model_name}/load", summary="Load a model", responses=errors)

@@ -150,7 +150,8 @@ class ModelControl:
         return found or name
 
     async def load(self, name: str) -> LoadedModel:
-        """Load (or reload) every version of one model; returns its default version."""
+        """Load (or reload) every version of one model; returns its default version, ready (a load that
+        leaves it without a ready version is a 400 with the reason, for every protocol)."""
         self.require_explicit("load")
         name = self.lookup(name)
         for key in [key for key in self._failed_attempts if key[0] == name]:
@@ -160,6 +161,8 @@ class ModelControl:
         model = self.repository.default(name)
         if model is None:
             raise ModelNotFoundError(f"model {name!r} has no version folder to load")
+        if not model.ready:
+            raise InvalidInputError(f"failed to load {model.name!r} version {model.version}: {model.reason}")
         return model
 
     async def unload(self, name: str) -> None:
