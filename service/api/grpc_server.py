@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from service.api.grpc_codec import decode_infer, encode_infer
 from service.api.grpc_messages import open_inference_pb2 as pb
 from service.api.health import readiness_problem
-from service.api.infer import run_request
+from service.api.infer import run_offloaded
 from service.api.pipeline import Call, Endpoint, Failure
 from service.api.state import AppState
 from service.api.v2 import server_document
@@ -187,7 +187,10 @@ class Servicer:
         if remaining is not None:  # the client's gRPC deadline, as REST's `timeout` parameter
             call.shorten_deadline(max(1, int(remaining * 1e6)))
         decoded = decode_infer(request, model)
-        results = await run_request(call, model, decoded, self.offload_rows)
+        if decoded.rows >= self.offload_rows:
+            results = await run_offloaded(call, model, decoded)
+        else:
+            results = call.run_model(model, decoded.output_names, decoded.feeds)
         return encode_infer(model, decoded, results)
 
     async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802

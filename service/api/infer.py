@@ -66,7 +66,10 @@ class InferHandler:
         request = decode_request(body, model, header_length)
         if request.timeout_us is not None:
             call.shorten_deadline(request.timeout_us)
-        results = await run_request(call, model, request, self.offload_rows, head.receive)
+        if request.rows >= self.offload_rows:
+            results = await run_offloaded(call, model, request, head.receive)
+        else:  # inline, with no coroutine layer more: the hot path of small requests
+            results = call.run_model(model, request.output_names, request.feeds)
         content, json_length = encode_response(model, request, results)
         if json_length is None:
             return 200, content, JSON_HEADERS
@@ -74,23 +77,21 @@ class InferHandler:
         return 200, content, binary
 
 
-async def run_request(
-    call: Call, model: LoadedModel, request: V2Request, offload_rows: int, receive: Receive | None = None
+async def run_offloaded(
+    call: Call, model: LoadedModel, request: V2Request, receive: Receive | None = None
 ) -> list[np.ndarray]:
-    """Run a decoded infer request (REST or gRPC): inline, or from `offload_rows` rows on in a worker
-    thread that the deadline (or, with `receive`, a client that left) stops."""
-    if request.rows >= offload_rows:
-        control = RunControl()
-        return await call.in_thread(
-            call.run_model,
-            model,
-            request.output_names,
-            request.feeds,
-            control,
-            stop=control.stop,
-            receive=receive,
-        )
-    return call.run_model(model, request.output_names, request.feeds)
+    """Run a big decoded infer request (REST or gRPC) in a worker thread that the deadline (or, with
+    `receive`, a client that left) stops."""
+    control = RunControl()
+    return await call.in_thread(
+        call.run_model,
+        model,
+        request.output_names,
+        request.feeds,
+        control,
+        stop=control.stop,
+        receive=receive,
+    )
 
 
 def answer(result: Answer | Failure) -> Answer:
