@@ -20,7 +20,6 @@ from service.runtime.model import LoadedModel
 from service.runtime.tensors import (
     binary_to_numpy,
     check_shape,
-    element_count,
     json_to_numpy,
     numpy_to_binary,
 )
@@ -63,19 +62,13 @@ def _typed(name: str, datatype: str, shape: list[int], contents: Any) -> np.ndar
     for other in CONTENT_FIELDS - {field}:
         if len(getattr(contents, other)):
             raise InvalidInputError(f"input {name!r}: a {datatype} tensor takes {field}, not {other}")
-    values = getattr(contents, field)
-    if datatype != "BYTES":
-        return json_to_numpy(name, datatype, shape, list(values))
-    expected = element_count(shape)
-    if len(values) != expected:
-        raise InvalidInputError(f"input {name!r}: shape {shape} needs {expected} values, got {len(values)}")
-    try:  # UTF-8 text, as REST's and the binary path's BYTES (the graph's string tensors)
-        texts = [value.decode("utf-8") for value in values]
-    except UnicodeDecodeError as error:
-        raise InvalidInputError(f"input {name!r}: BYTES elements must be UTF-8 text") from error
-    array = np.empty(expected, dtype=np.object_)
-    array[:] = texts
-    return array.reshape(shape)
+    values = list(getattr(contents, field))
+    if datatype == "BYTES":
+        try:  # UTF-8 text, as REST's and the binary path's BYTES (the graph's string tensors)
+            values = [value.decode("utf-8") for value in values]
+        except UnicodeDecodeError as error:
+            raise InvalidInputError(f"input {name!r}: BYTES elements must be UTF-8 text") from error
+    return json_to_numpy(name, datatype, shape, values)  # REST's checks: count, types, ranges
 
 
 def decode_infer(request: Any, model: LoadedModel) -> V2Request:

@@ -20,6 +20,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from service.api.front import RequestIds
 from service.api.grpc_codec import decode_infer, encode_infer
 from service.api.grpc_messages import open_inference_pb2 as pb
 from service.api.health import readiness_problem
@@ -90,15 +91,13 @@ class Servicer:
         self.state = state
         self.pipeline = state.pipeline
         self.offload_rows = offload_min_rows
-        self._ids = 0
+        self._ids = RequestIds()  # the front door's rule: the client's x-request-id, or a new one
 
     def _request_id(self, context: grpc.aio.ServicerContext) -> str:
         given = _metadata(context, "x-request-id")
-        if given is not None and 0 < len(given) <= 128 and given.isprintable():
-            request_id = given
-        else:
-            self._ids += 1
-            request_id = f"grpc-{self._ids:x}"
+        request_id = self._ids.accept_or_new(
+            given.encode("latin-1", "replace") if given is not None else None
+        )
         REQUEST_ID.set(request_id)
         return request_id
 
