@@ -27,6 +27,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 # Seconds; the small models answer in tens of microseconds, text models in tens of milliseconds.
 REQUEST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 INFERENCE_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05, 0.25, 1)
+FIRST_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+INTER_TOKEN_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 REQUEST_LABELS = ["model", "version", "protocol", "endpoint"]
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 INTERNAL_PREFIX = "recap_internal_"  # families kept for the statistics extension, not shown on /metrics
@@ -133,6 +136,28 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        # The decode loop (service.runtime.decode_loop): latency per token and how many streams a step ran.
+        self.time_to_first_token = Histogram(
+            "recap_generate_time_to_first_token_seconds",
+            "From a generation's start (its request checked) to its first token.",
+            ["model", "version"],
+            buckets=FIRST_TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.inter_token_latency = Histogram(
+            "recap_generate_inter_token_seconds",
+            "Between two consecutive tokens of one generation.",
+            ["model", "version"],
+            buckets=INTER_TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.decode_batch_size = Histogram(
+            "recap_generate_decode_batch_size",
+            "Streams whose next token one decoder run computed (continuous batching).",
+            ["model", "version"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
         # Triton's statistics with several workers (service.runtime.stats.SharedStats); with one
         # process the statistics are plain integers and these stay empty.
         self.stats_count = Counter(
@@ -224,6 +249,18 @@ class ModelMetrics:
     @cached_property
     def streams_cancelled(self) -> Counter:
         return self._metrics.streams_cancelled.labels(self.model)
+
+    @cached_property
+    def time_to_first_token(self) -> Histogram:
+        return self._metrics.time_to_first_token.labels(self.model, self.version)
+
+    @cached_property
+    def inter_token_latency(self) -> Histogram:
+        return self._metrics.inter_token_latency.labels(self.model, self.version)
+
+    @cached_property
+    def decode_batch_size(self) -> Histogram:
+        return self._metrics.decode_batch_size.labels(self.model, self.version)
 
     def set_ready(self, ready: bool) -> None:
         if self.model:

@@ -186,6 +186,13 @@ class Settings(BaseSettings):
         le=100_000,
         description="Concurrent generate_stream responses; one more is answered 429 until one ends.",
     )
+    generate_batch_limit: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="Most streams one decode step of a model with KV-cache graphs runs together; more "
+        "streams wait to join until one ends.",
+    )
     samples_max_count: int = Field(
         default=256, ge=1, le=4096, description="Most images one GET .../samples.png may ask for (count)."
     )

@@ -5,9 +5,11 @@ PyTorch (eval mode) at a batch size and sequence length that differ from the exp
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ class ExportError(RuntimeError):
     pass
 
 
-def _dynamic_shapes(spec: ExportSpec) -> tuple[dict[int, Any], ...]:
+def _dynamic_shapes(module: nn.Module, spec: ExportSpec) -> tuple[Any, ...]:
     dims: dict[str, Any] = {}
     out = []
     for name in spec.input_names:
@@ -51,6 +53,10 @@ def _dynamic_shapes(spec: ExportSpec) -> tuple[dict[int, Any], ...]:
                 )
             axes[axis] = dims[dim_name]
         out.append(axes)
+    # torch.export matches dynamic_shapes to forward()'s parameters: a *args parameter takes one tuple.
+    params = list(inspect.signature(module.forward).parameters.values())
+    if params and params[-1].kind is inspect.Parameter.VAR_POSITIONAL:
+        return (*out[: len(params) - 1], tuple(out[len(params) - 1 :]))
     return tuple(out)
 
 
@@ -69,7 +75,7 @@ def _export(module: nn.Module, spec: ExportSpec, path: Path) -> None:
             torch.onnx.export(
                 module, spec.example, str(path), dynamo=True, opset_version=OPSET, external_data=False,
                 input_names=spec.input_names, output_names=spec.output_names,
-                dynamic_shapes=_dynamic_shapes(spec), verbose=False,
+                dynamic_shapes=_dynamic_shapes(module, spec), verbose=False,
             )  # fmt: skip
 
 
@@ -131,3 +137,48 @@ def export(module: nn.Module, spec: ExportSpec, path: Path, metadata: dict[str, 
             n: list(t.shape) for n, t in zip(spec.input_names, spec.example, strict=True)
         },
     }
+
+
+@dataclass
+class CacheGraph:
+    """An extra graph beside model.onnx (KV-cache decoding), exported and verified like model.onnx."""
+
+    file: str
+    module: nn.Module
+    spec: ExportSpec
+    inputs: list[dict[str, Any]]  # model.json tensor specs, as the plain graph's
+    outputs: list[dict[str, Any]]
+
+
+@dataclass
+class KVCache:
+    layers: int
+    heads: int
+    head_dim: int
+    graphs: dict[str, CacheGraph]  # model.json kv_cache.graphs key ("decoder", "encoder") -> graph
+    window_policy: str
+    # The version folder (model.onnx and the graphs written) -> check name -> its measurements, each
+    # with max_abs_diff and, where tokens are decoded, tokens_equal (training.kv_cache).
+    verify: Callable[[Path], dict[str, dict[str, Any]]]
+    tolerance: float = 1e-4
+
+
+def export_cache(kv: KVCache, folder: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Export and verify each cache graph, then check the cached decode against model.onnx (already in
+    `folder`); returns model.json's `kv_cache` record."""
+    graphs = {}
+    for key, graph in kv.graphs.items():
+        path = folder / graph.file
+        record = export(graph.module, graph.spec, path, metadata | {"graph": graph.file})
+        graphs[key] = {
+            "file": graph.file, "sha256": sha256(path), "inputs": graph.inputs, "outputs": graph.outputs,
+            "parity_max_abs_diff": record.pop("parity_max_abs_diff"), "onnx": record,
+        }  # fmt: skip
+    checks = kv.verify(folder)
+    for name, check in checks.items():
+        if not check.get("tokens_equal", True):
+            raise ExportError(f"kv-cache check {name}: the cached decode chose other tokens: {check}")
+        if not check["max_abs_diff"] <= kv.tolerance:
+            raise ExportError(f"kv-cache check {name}: logits differ by {check['max_abs_diff']:.3g}")
+    return {"layers": kv.layers, "heads": kv.heads, "head_dim": kv.head_dim, "graphs": graphs,
+            "window_policy": kv.window_policy, "checks": checks}  # fmt: skip

@@ -11,8 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.export import ExportSpec
+from training import kv_cache
+from training.export import ExportSpec, KVCache
 from training.train import History
+from training.transformer import TransformerConfig
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Trained:
     manifest: dict[str, Any]  # task-specific model.json keys (inputs, outputs, labels, split, training...)
     history: History
     evaluate: Callable[[Path], dict[str, Any]]  # model.onnx -> {"metrics": ..., "calibration"?: ...}
+    kv_cache: KVCache | None = None  # text models: the KV-cache graphs written beside model.onnx
 
 
 def tensor(a: np.ndarray) -> torch.Tensor:
@@ -45,3 +48,25 @@ def tensor_spec(name: str, datatype: str, shape: list[int]) -> dict[str, Any]:
 
 def batch_dynamic(*names: str) -> dict[str, dict[int, str]]:
     return {n: {0: "batch"} for n in names}
+
+
+# KV-cache graphs (text models): the past/present tensors every decoder_with_past.onnx shares.
+
+
+def cache_specs(cfg: TransformerConfig, names: list[str]) -> list[dict[str, Any]]:
+    """model.json specs of pasts or presents: FP32 [batch, heads, length, head_dim]."""
+    return [tensor_spec(n, "FP32", [-1, cfg.heads, -1, cfg.d_model // cfg.heads]) for n in names]
+
+
+def cache_example(cfg: TransformerConfig, gen: torch.Generator, batch: int, past: int) -> list[torch.Tensor]:
+    """Random past_padding [B] and pasts [B, heads, P, head_dim] (export example and parity check)."""
+    shape = (batch, cfg.heads, past, cfg.d_model // cfg.heads)
+    padding = torch.randint(0, past + 1, (batch,), generator=gen)
+    return [padding, *(torch.randn(shape, generator=gen) for _ in range(2 * cfg.layers))]
+
+
+def cache_axes(cfg: TransformerConfig) -> dict[str, dict[int, str]]:
+    """Dynamic axes of past_padding, the pasts and the presents."""
+    pasts = {n: {0: "batch", 2: "past_sequence"} for n in kv_cache.past_names(cfg.layers)}
+    presents = {n: {0: "batch", 2: kv_cache.PRESENT_AXIS} for n in kv_cache.present_names(cfg.layers)}
+    return {"past_padding": {0: "batch"}} | pasts | presents

@@ -182,3 +182,122 @@ class Seq2Seq(nn.Module):
         for block in self.decoder:
             h = block(h, mask=mask, memory=mem, memory_mask=src_mask)
         return self.head(self.ln_dec(h))  # [B, T, vocab]
+
+
+# KV-cache decoding (decoder_with_past.onnx, encoder.onnx). These functions and wrappers reuse the
+# modules above, so the weights are shared, but they leave Attention/Block/GPT/Seq2Seq.forward and every
+# line above as they are: the exporter records forward()'s source lines (file, line number, text) in
+# model.onnx, which so stays byte for byte what it was.
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    b, t, c = x.shape
+    return x.view(b, t, heads, c // heads).transpose(1, 2)  # [B, T, C] -> [B, h, T, hd]
+
+
+def attend_with_past(
+    attn: Attention, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Attention.forward's self-attention over the cached keys/values [B, h, P, hd] and the new ones;
+    also returns the present keys/values [B, h, P + T, hd] (the past, then the new tokens')."""
+    b, t, c = x.shape
+    q = split_heads(attn.q(x), attn.heads)  # [B, h, T, hd]
+    k_new, v_new = attn.kv(x).split(c, dim=2)
+    k = torch.cat([past_k, split_heads(k_new, attn.heads)], dim=2)  # [B, h, P + T, hd]
+    v = torch.cat([past_v, split_heads(v_new, attn.heads)], dim=2)
+    att = (q @ k.transpose(-2, -1)) * (1.0 / (c // attn.heads) ** 0.5) + mask  # [B, h, T, P + T]
+    att = attn.drop(functional.softmax(att, dim=-1))
+    y = (att @ v).transpose(1, 2).reshape(b, t, c)  # [B, T, C]
+    return attn.proj(y), k, v
+
+
+def past_mask(past_padding: torch.Tensor, past: int, t: int) -> torch.Tensor:
+    """[B, 1, T, P + T] additive mask: row b's first past_padding[b] past columns are padding (left-padded
+    rows of a batch); new token i sees the row's other past columns and the new tokens up to itself."""
+    cols = torch.arange(past + t, device=past_padding.device)
+    real = cols[None, :] >= past_padding[:, None]  # [B, P + T]
+    causal = cols[None, :] <= past + torch.arange(t, device=past_padding.device)[:, None]  # [T, P + T]
+    return torch.where(real[:, None, :] & causal[None], 0.0, NEG)[:, None]
+
+
+def past_positions(past_padding: torch.Tensor, past: int, t: int) -> torch.Tensor:
+    """[B, T] positions of the new tokens: a row's real past tokens hold positions 0, 1, ..."""
+    return (past - past_padding)[:, None] + torch.arange(t, device=past_padding.device)[None, :]
+
+
+def blocks_with_past(
+    blocks: nn.ModuleList,
+    h: torch.Tensor,
+    mask: torch.Tensor,
+    past: tuple[torch.Tensor, ...],
+    *,
+    memory: torch.Tensor | None = None,
+    memory_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Block.forward for each block, self-attention through the cache; past and the returned present
+    alternate key, value per layer."""
+    present: list[torch.Tensor] = []
+    for i, block in enumerate(blocks):
+        assert isinstance(block, Block)  # a ModuleList yields plain Modules to the type checker
+        a, k, v = attend_with_past(block.attn, block.ln1(h), past[2 * i], past[2 * i + 1], mask)
+        h = h + block.drop(a)
+        if block.cross is not None and block.ln_cross is not None:
+            # Cross-attention K/V are recomputed from the memory each step: a few dozen source tokens.
+            h = h + block.drop(block.cross(block.ln_cross(h), memory=memory, mask=memory_mask))
+        h = h + block.ff(block.ln2(h))
+        present += [k, v]
+    return h, present
+
+
+class GPTWithPast(nn.Module):
+    """decoder_with_past.onnx of a GPT: logits of the new tokens and the grown cache."""
+
+    def __init__(self, gpt: GPT) -> None:
+        super().__init__()
+        self.gpt = gpt
+
+    def forward(
+        self, input_ids: torch.Tensor, past_padding: torch.Tensor, *past: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        g = self.gpt
+        p, t = past[0].shape[2], input_ids.shape[1]
+        h = g.drop(g.tok(input_ids) + g.pos[past_positions(past_padding, p, t)])  # [B, T, C]
+        h, present = blocks_with_past(g.blocks, h, past_mask(past_padding, p, t), past)
+        return (g.head(g.ln(h)), *present)  # [B, T, vocab], then [B, h, P + T, hd] per layer
+
+
+class Seq2SeqEncoder(nn.Module):
+    """encoder.onnx: the memory Seq2Seq.decode attends to (the encoder stack after ln_enc)."""
+
+    def __init__(self, model: Seq2Seq) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, encoder_input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(encoder_input_ids)[0]  # [B, S, C]
+
+
+class Seq2SeqDecoderWithPast(nn.Module):
+    """decoder_with_past.onnx of a Seq2Seq; encoder_attention_mask is 1 for a real source token."""
+
+    def __init__(self, model: Seq2Seq) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        decoder_input_ids: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+        past_padding: torch.Tensor,
+        *past: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        m = self.model
+        p, t = past[0].shape[2], decoder_input_ids.shape[1]
+        h = m.tok(decoder_input_ids) + m.pos_tgt[past_positions(past_padding, p, t)]  # [B, T, C]
+        memory_mask = torch.where(encoder_attention_mask == 0, NEG, 0.0)[:, None, None, :]  # [B, 1, 1, S]
+        mask = past_mask(past_padding, p, t)
+        h, present = blocks_with_past(
+            m.decoder, h, mask, past, memory=encoder_hidden_states, memory_mask=memory_mask
+        )
+        return (m.head(m.ln_dec(h)), *present)

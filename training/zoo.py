@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from training import plots
-from training.export import export, sha256
+from training.export import export, export_cache, sha256
 from training.gan import GANConfig
 from training.models import RecurrentConfig
 from training.recipe import Context, Trained
@@ -277,7 +277,8 @@ def _json(obj: Any, indent: int = 0) -> str:
 
 
 def build(name: str, output: Path, quick: bool = False, seed: int = 0) -> tuple[dict[str, Any], Trained]:
-    """Train one model from scratch and write models/<name>/1/{model.onnx, model.json, learning_curve.png}."""
+    """Train one model from scratch and write models/<name>/1/{model.onnx, model.json, learning_curve.png}
+    (text models: also their KV-cache graphs, training.kv_cache)."""
     entry = entries()[name]
     check_needs(entry, output)
     start = time.perf_counter()
@@ -293,6 +294,7 @@ def build(name: str, output: Path, quick: bool = False, seed: int = 0) -> tuple[
     if labels is not None:
         metadata["labels"] = json.dumps(labels)
     onnx_record = export(trained.servable, trained.spec, onnx_path, metadata)
+    kv_record = None if trained.kv_cache is None else export_cache(trained.kv_cache, folder, metadata)
     scores = trained.evaluate(onnx_path)
     plots.learning_curve(trained.history, f"{name}: learning curve", folder / "learning_curve.png")
     manifest: dict[str, Any] = {
@@ -308,6 +310,8 @@ def build(name: str, output: Path, quick: bool = False, seed: int = 0) -> tuple[
     }
     manifest["training"]["wall_time_s"] = round(time.perf_counter() - start, 1)
     manifest["onnx"] = onnx_record
+    if kv_record is not None:
+        manifest["kv_cache"] = kv_record
     manifest["learning_curve"] = "learning_curve.png"
     manifest["sha256"] = sha256(onnx_path)
     (folder / "model.json").write_text(_json(manifest) + "\n")

@@ -1,39 +1,29 @@
 """Triton's generate extension for the text models: POST .../generate and .../generate_stream (SSE).
 
-Both endpoints run the same token loop (`service.runtime.generation`) of the text model the repository
-built at load. Each model step runs in a worker thread so a long generation never holds the event loop;
-the non-streamed answer runs its whole loop in one worker call, which the pipeline stops at the
-deadline (504) or when the client disconnects. A stream checks for a disconnected client and for its
-deadline between tokens (past it, a last event with finish_reason "timeout"; "shutdown" when the
-server's drain timeout is over), and Starlette cancels
-the response when the client leaves; either way the loop is closed and no further step is computed. A
-stream is counted by the pipeline when it ends. The `timeout` parameter (microseconds) shortens the
-deadline.
+This adapter decodes the generate body and encodes the answer; running the generation (decode loop or
+full-recompute loop), its deadline, disconnects, stream slots and metrics are `service.api.text_streams`,
+shared with the OpenAI adapter. The `timeout` parameter (microseconds) shortens the deadline.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Receive
 
 from service.api import schemas
 from service.api.generate_request import parse_generate_request
 from service.api.pipeline import Call, Endpoint, Failure
 from service.api.rest import json_response, parse_json, serve
 from service.api.state import AppState
-from service.errors import OverloadedError, UnsupportedError
-from service.runtime.generation import TEXT_TASKS, FinishEvent, Generation, TextModel, TokenEvent
+from service.api.text_streams import EventStream, run_to_end, text_model, token_events
+from service.runtime.generation import Generation, TokenEvent
 from service.runtime.model import LoadedModel
 
-log = logging.getLogger(__name__)
 GENERATE = Endpoint("generate", "generate")
 GENERATE_STREAM = Endpoint("generate", "generate_stream")
 
@@ -47,71 +37,10 @@ def _sse_failure(failure: Failure) -> bytes:
     return _sse({"error": failure.message})
 
 
-def text_model(model: LoadedModel) -> TextModel:
-    """The model's text model, or a 400 saying which models generate."""
-    if model.text is None:
-        raise UnsupportedError(
-            f"model {model.name!r} (task {model.task or 'unknown'}) does not generate text; "
-            f"generate serves models whose task is {' or '.join(TEXT_TASKS)}"
-        )
-    return model.text
-
-
-class StreamSlots:
-    """Counts open streams against the `generate_max_streams` cap (event-loop only, so no lock)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.open = 0
-
-    def acquire(self) -> Slot:
-        if self.open >= self.limit:
-            raise OverloadedError(
-                f"this server already runs {self.limit} generation streams (its limit); retry later"
-            )
-        self.open += 1
-        return Slot(self)
-
-
-class Slot:
-    """One open stream; `release` is idempotent."""
-
-    def __init__(self, slots: StreamSlots) -> None:
-        self._slots: StreamSlots | None = slots
-
-    def release(self) -> None:
-        if self._slots is not None:
-            self._slots.open -= 1
-            self._slots = None
-
-
-class EventStream(StreamingResponse):
-    """A StreamingResponse that always closes its body, frees its slot and finishes its call, even if
-    it never started (client gone before the first byte) or the server's send failed."""
-
-    def __init__(self, content: AsyncGenerator[bytes, None], slot: Slot, call: Call) -> None:
-        super().__init__(
-            content,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-        self._body = content
-        self._slot = slot
-        self._call = call
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._body.aclose()
-            self._slot.release()
-            self._call.finish()
-
-
 def build_router(state: AppState) -> APIRouter:
     router = APIRouter(tags=["generate"])
     settings, pipeline = state.settings, state.pipeline
-    slots = StreamSlots(settings.generate_max_streams)
+    slots = state.stream_slots
     state.extensions.append("generate")
 
     async def prepare(call: Call, model: LoadedModel, receive: Receive) -> Generation:
@@ -125,9 +54,7 @@ def build_router(state: AppState) -> APIRouter:
 
     async def generate_work(call: Call, model: LoadedModel, receive: Receive) -> Response:
         generation = await prepare(call, model, receive)
-        stop = threading.Event()  # set at the deadline or when the client leaves: the loop ends
-        result = await call.in_thread(generation.run, stop, stop=stop.set, receive=receive)
-        model.metrics.generated_tokens.inc(result.tokens)
+        result = await run_to_end(call, model, generation, receive)
         return json_response(
             {
                 "model_name": model.name,
@@ -142,41 +69,12 @@ def build_router(state: AppState) -> APIRouter:
         request: Request, call: Call, model: LoadedModel, generation: Generation
     ) -> AsyncGenerator[bytes, None]:
         head = {"model_name": model.name, "model_version": model.version_str}
-        metrics = model.metrics
-        tokens, active = metrics.generated_tokens, metrics.active_streams
-        steps = generation.steps()
-        finished = False
-        made = 0
-        active.inc()
-        try:
-            while not await request.is_disconnected():
-                ending = call.ending()  # past the deadline, or the drain's timeout is over
-                if ending is not None:  # the headers are out: no 504 now, the last event says it
-                    finished = True
-                    yield _sse(head | {"text_output": "", "finish_reason": ending, "tokens": made})
-                    break
-                event = await anyio.to_thread.run_sync(next, steps, None)
-                if isinstance(event, TokenEvent):
-                    tokens.inc()
-                    made += 1
-                    yield _sse({**head, "text_output": event.text})
-                    continue
-                finished = True
-                if isinstance(event, FinishEvent):
-                    if event.reason == "eos":
-                        tokens.inc()  # the step that chose eos
-                    final = {"text_output": event.text, "finish_reason": event.reason, "tokens": event.tokens}
-                    yield _sse(head | final)
-                break
-        except Exception:
-            finished = True  # failed, not cancelled: the pipeline counts it (Call.guarded)
-            raise
-        finally:
-            steps.close()
-            active.dec()
-            if not finished:
-                metrics.streams_cancelled.inc()
-                log.info("client left a generate_stream of %s; generation stopped", model.name)
+        async for event in token_events(request, call, model, generation):
+            if isinstance(event, TokenEvent):
+                yield _sse({**head, "text_output": event.text})
+            else:
+                final = {"text_output": event.text, "finish_reason": event.reason, "tokens": event.tokens}
+                yield _sse(head | final)
 
     async def stream_work(call: Call, model: LoadedModel, request: Request) -> Response:
         generation = await prepare(call, model, request.receive)

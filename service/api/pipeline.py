@@ -1,9 +1,11 @@
 """The request pipeline: the one path every request takes, whatever its protocol.
 
-A protocol adapter (the REST fast path and FastAPI routes today; gRPC and OpenAI later) names the
-endpoint, the model and a `work` coroutine, and gets back either the work's result or a `Failure` that
-it encodes its own way ({"error": "..."} JSON for REST). The pipeline decides *what* went wrong; the
-adapter decides how to say it. Each step is written once, here:
+A protocol adapter (the REST fast path and FastAPI routes, gRPC, OpenAI) names the endpoint, the model
+and a `work` coroutine, and gets back either the work's result or a `Failure` that it encodes its own
+way ({"error": "..."} JSON for REST, OpenAI's error object, a gRPC status). The pipeline decides *what*
+went wrong; the adapter decides how to say it. OpenAI names the model in the body: `run_named` takes
+the same steps, with the body read (step 6's `read_body`) before the lookup. Each step is written once,
+here:
 
 1. start the timer; the call carries the request id (set by the front door for every log line);
 2. authentication: with API keys configured, the `Authorization: Bearer` key must be one the keys
@@ -34,7 +36,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
 from starlette.types import Receive
@@ -63,6 +65,7 @@ from service.runtime.session import RunControl
 
 log = logging.getLogger(__name__)
 A = TypeVar("A")
+B = TypeVar("B")
 T = TypeVar("T")
 OPAQUE_MESSAGE = "internal server error"
 
@@ -178,7 +181,7 @@ class Call:
     def past_deadline(self) -> bool:
         return time.perf_counter() >= self.deadline
 
-    def ending(self) -> str | None:
+    def ending(self) -> Literal["timeout", "shutdown"] | None:
         """Why work under way must end now: "timeout" (past the deadline), "shutdown" (the drain's
         timeout is over), or None. A stream checks it between tokens."""
         if time.perf_counter() >= self.deadline:
@@ -217,11 +220,18 @@ class Call:
         """`work(*args)` in a worker thread, given up at the deadline (504) or, with `receive`, when the
         client disconnects. `stop` tells the work to end early (onnxruntime's terminate flag, the
         generation loop's stop event): nothing keeps running for a client that is gone."""
-        remaining = self.deadline - time.perf_counter()
-        if remaining <= 0:
+        if self.deadline <= time.perf_counter():
             raise self.deadline_error()
+        return await self.watch(anyio.to_thread.run_sync(work, *args), stop=stop, receive=receive)
+
+    async def watch(
+        self, work: Awaitable[T], *, stop: Callable[[], None] | None = None, receive: Receive | None = None
+    ) -> T:
+        """`work`'s result, given up at the deadline (504), at the drain's end (503) or, with `receive`,
+        when the client disconnects; then `stop` tells the work to end early."""
         self.dispatched = time.perf_counter_ns()
-        running = asyncio.ensure_future(anyio.to_thread.run_sync(work, *args))
+        running = asyncio.ensure_future(work)
+        remaining = self.deadline - time.perf_counter()
         ended = asyncio.ensure_future(self.admission.drain.ended.wait())
         watching: list[asyncio.Future[Any]] = [running, ended]
         gone = asyncio.ensure_future(_disconnected(receive)) if receive is not None else None
@@ -312,6 +322,10 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 Work = Callable[[Call, LoadedModel, A], Awaitable[T]]
 ServerWork = Callable[[Call, A], Awaitable[T]]
+# A protocol that names its model in the body (OpenAI): the model's name and what the work needs of the
+# body (its decoded JSON, say), read from the whole body once admission has let it in.
+NameOf = Callable[[bytes], tuple[str, B]]
+BodyWork = Callable[[Call, LoadedModel, A, B], Awaitable[T]]
 UNAUTHENTICATED = "missing or unknown API key: send the header `Authorization: Bearer <key>`"
 
 
@@ -378,6 +392,7 @@ class Pipeline:
         content_length: int | None = None,
         authorization: str | None = None,
     ) -> T | Failure:
+        # The steps of _admit and _enter, written out: this is the V2 infer hot path (no extra call).
         call = Call(endpoint, request_id, self.unknown, self)
         result: T | Failure
         try:
@@ -409,3 +424,59 @@ class Pipeline:
             if not call.deferred:
                 call.finish()
         return result
+
+    async def run_named(
+        self,
+        endpoint: Endpoint,
+        name_of: NameOf[B],
+        work: BodyWork[A, B, T],
+        argument: A,
+        *,
+        receive: Receive,
+        request_id: str,
+        content_length: int | None = None,
+        authorization: str | None = None,
+    ) -> T | Failure:
+        """`run`'s steps for a request whose body names the model: authentication and admission, then
+        the body is read (`call.read_body`, under the same limits) and `name_of` gives the model's name,
+        then the lookup, the ready check and `work(call, model, argument, what name_of gave)`. A body
+        that names no model is counted once, as model="" (like an unknown model)."""
+        call = Call(endpoint, request_id, self.unknown, self)
+        result: T | Failure
+        try:
+            try:
+                self._admit(call, content_length, authorization)
+                model_name, body = name_of(await call.read_body(receive))
+                model = self._enter(call, model_name)
+                result = await work(call, model, argument, body)
+            except RecapError as error:
+                call.deferred = False  # no stream was handed out
+                result = call.fail(error)
+            except Exception as error:
+                call.deferred = False
+                result = call.fail_unexpected(error)
+        finally:
+            if not call.deferred:
+                call.finish()
+        return result
+
+    def _admit(self, call: Call, content_length: int | None, authorization: str | None) -> None:
+        """`run`'s steps before the model is known: the key, the declared body size, admission."""
+        if self.keys is not None:
+            self.authenticate(call.endpoint, authorization)
+        limit = self.limits.max_body_bytes
+        if content_length is not None and content_length > limit:
+            raise PayloadTooLargeError(f"request body of {content_length} bytes is over the limit of {limit}")
+        self.admission.admit(call, content_length)
+        call.admitted = True
+        call.declared = content_length is not None
+
+    def _enter(self, call: Call, model_name: str, model_version: str | None = None) -> LoadedModel:
+        """`run`'s lookup: the model's metrics from now on, its own concurrency cap, a ready session."""
+        model = self.repository.get(model_name, model_version)
+        call.metrics = metrics = model.metrics
+        call._children = metrics.endpoint(call.endpoint)
+        self.admission.admit_model(call, model)
+        if call.endpoint.needs_session:
+            model.require_session()
+        return model

@@ -25,7 +25,8 @@ from service.errors import InvalidInputError
 from service.runtime.sampling import SamplingParams, sample_next
 from service.runtime.tokenizer import CharTokenizer
 
-FinishReason = Literal["length", "stop", "eos"]
+# "timeout" and "shutdown" end a stream from outside the loop (the deadline, the drain: Call.ending).
+FinishReason = Literal["length", "stop", "eos", "timeout", "shutdown"]
 ModelKind = Literal["language_model", "seq2seq"]
 
 TEXT_TASKS = ("language_model", "seq2seq")

@@ -24,6 +24,7 @@ from service.runtime.session import ModelSession, RunControl, TensorSpec, check_
 from service.runtime.stats import ModelStats, SharedStats
 
 if TYPE_CHECKING:
+    from service.runtime.decode_loop import DecodeLoop
     from service.runtime.generation import TextModel
 
 
@@ -52,6 +53,7 @@ class LoadedModel:
     # Built at load: the text model of a language or seq2seq model, and the names of the classes
     # (model.json's labels, or a language model's vocabulary for next-token top-k).
     text: TextModel | None = None
+    decoder: DecodeLoop | None = None  # the continuous-batching loop of a text model with KV-cache graphs
     class_labels: list[str] | None = None
     version_str: str = field(init=False)
 
@@ -78,6 +80,7 @@ class LoadedModel:
         """Drop the session (no request holds this version any more): onnxruntime frees its memory."""
         self.session = None
         self.text = None
+        self.decoder = None
         self.reason = reason
 
     @property

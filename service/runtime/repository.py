@@ -26,11 +26,21 @@ import numpy as np
 
 from service.errors import ModelLoadError, ModelNotFoundError, RecapError
 from service.metrics import Metrics
+from service.runtime.decode_loop import DecodeLoop
 from service.runtime.generation import TEXT_TASKS, TextModel
+from service.runtime.kv_cache import CacheGraphs
 from service.runtime.manifest import Manifest, manifest_from_bytes
 from service.runtime.model import LoadedModel
 from service.runtime.postprocess import class_labels
-from service.runtime.scan import NAME_PATTERN, FileHasher, VersionFolder, scan
+from service.runtime.scan import (
+    MISSING,
+    NAME_PATTERN,
+    SERVED_FILES,
+    FileHasher,
+    Fingerprint,
+    VersionFolder,
+    scan,
+)
 from service.runtime.session import ModelSession, SessionConfig, TensorSpec
 from service.runtime.stats import new_stats
 
@@ -53,12 +63,15 @@ class Repository:
         metrics: Metrics,
         default_batch_limit: int = 0,
         default_concurrency_limit: int = 0,
+        *,
+        decode_batch_limit: int = 32,
     ):
         self.root = root.resolve()
         self.config = config
         self.metrics = metrics
         self.default_batch_limit = default_batch_limit or None
         self.default_concurrency_limit = default_concurrency_limit or None
+        self.decode_batch_limit = decode_batch_limit
         self.hasher = FileHasher()
         self._versions: dict[str, dict[int, LoadedModel]] = {}
         self._default: dict[str, LoadedModel] = {}
@@ -76,10 +89,9 @@ class Repository:
         model.stats = new_stats(self.metrics, name, str(version))
         try:
             onnx_bytes, json_bytes = self._read_files(path)
-            model.fingerprint = (
-                ("model.onnx", hashlib.sha256(onnx_bytes).hexdigest()),
-                ("model.json", hashlib.sha256(json_bytes).hexdigest() if json_bytes is not None else ""),
-            )
+            read = {"model.onnx": hashlib.sha256(onnx_bytes).hexdigest()}
+            read["model.json"] = hashlib.sha256(json_bytes).hexdigest() if json_bytes is not None else MISSING
+            model.fingerprint = self._fingerprint(path, read)
             model.manifest = manifest_from_bytes(json_bytes)
             model.batch_limit = model.manifest.max_batch_size or self.default_batch_limit
             model.concurrency_limit = model.manifest.max_concurrency or self.default_concurrency_limit
@@ -99,11 +111,13 @@ class Repository:
                     model.text = TextModel.from_manifest(model, model.manifest.raw)
                 except ValueError as error:
                     raise ModelLoadError(f"cannot generate text: {error}") from error
+                self._load_cache_graphs(model, path)
             tokenizer = model.text.tokenizer if model.text is not None else None
             model.class_labels = class_labels(model.task, model.labels, tokenizer)
         except ModelLoadError as error:
             model.session = None
             model.text = None
+            model.decoder = None
             model.reason = str(error)
             model.pending = retry_later and isinstance(error, PendingError)
         model.load_seconds = took = time.perf_counter() - start
@@ -123,6 +137,39 @@ class Repository:
         else:
             log.error("%s version %d failed to load in %.0f ms: %s", name, version, took * 1000, model.reason)
         return model
+
+    def _load_cache_graphs(self, model: LoadedModel, path: Path) -> None:
+        """The KV-cache graphs model.json lists (docs/model-repository.md), and the decode loop that
+        batches the model's streams over them. A model without them generates with the full-recompute
+        loop."""
+        record = model.manifest.raw.get("kv_cache")
+        if record is None:
+            return
+        assert model.text is not None
+        label = f"{model.name} v{model.version}"
+        graphs, digests = CacheGraphs.load(
+            record, model.text.kind, lambda file: self._read_extra(path, file), self.config, label
+        )
+        model.fingerprint = self._fingerprint(path, dict(model.fingerprint) | digests)
+        model.decoder = DecodeLoop(model, graphs, self.decode_batch_limit)
+
+    def _fingerprint(self, path: Path, read: dict[str, str]) -> Fingerprint:
+        """The scan's fingerprint of a version: the sha256 of the bytes loaded where a file was read,
+        of the file on disk (as the scan saw it) where not."""
+        return tuple(
+            (file, read[file] if file in read else self.hasher.sha256(path / file)) for file in SERVED_FILES
+        )
+
+    def _read_extra(self, path: Path, file: str) -> bytes:
+        extra = path / file
+        if not extra.resolve().is_relative_to(self.root):
+            raise ModelLoadError(f"{file} points outside the model repository")
+        try:
+            return extra.read_bytes()
+        except FileNotFoundError as error:
+            raise PendingError(f"{file} (named in model.json's kv_cache) is missing") from error
+        except OSError as error:
+            raise ModelLoadError(f"{file} cannot be read: {error.strerror}") from error
 
     def _read_files(self, path: Path) -> tuple[bytes, bytes | None]:
         """model.onnx and model.json (None: a bare model), read once: what is checked is what is loaded."""

@@ -1,9 +1,9 @@
 """What is on disk: the repository's model folders, their version folders and each version's fingerprint.
 
-A version's fingerprint is the sha256 of each file the server reads from it (model.onnx and model.json;
-nothing else in the folder is read). A file is hashed again only when its inode, size, mtime or ctime
-changed, so a scan of an unchanged repository reads no file, and a `touch` (new mtime, same bytes) is
-hashed again but changes nothing: a change is decided by content, never by time stamps.
+A version's fingerprint is the sha256 of each file the server reads from it (model.onnx, model.json and
+a text model's KV-cache graphs; nothing else in the folder is read). A file is hashed again only when its
+inode, size, mtime or ctime changed, so a scan of an unchanged repository reads no file, and a `touch` (new
+mtime, same bytes) is hashed again but changes nothing: a change is decided by content, never by time stamps.
 
 Names and versions are identifiers found by listing the repository, never paths built from a request:
 `find_model` looks a requested name up in the listing.
@@ -17,11 +17,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.runtime.kv_cache import EXTRA_GRAPH_FILES
 from service.runtime.manifest import file_sha256
 
 log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-SERVED_FILES = ("model.onnx", "model.json")  # the only files the server reads from a version folder
+# The only files the server reads from a version folder: the graph, its manifest, and the KV-cache
+# graphs a text model's manifest may name (service.runtime.kv_cache).
+SERVED_FILES = ("model.onnx", "model.json", *EXTRA_GRAPH_FILES.values())
 MISSING = ""  # the fingerprint entry of a file that is not there
 Fingerprint = tuple[tuple[str, str], ...]
 _warned: set[str] = set()

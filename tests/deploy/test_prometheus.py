@@ -38,7 +38,12 @@ DASHBOARD = REPO / "monitoring" / "grafana" / "dashboards" / "recap-serve.json"
 SCRAPE_CONFIG = REPO / "monitoring" / "prometheus.yml"
 RATE_QUERY = "sum(rate(recap_requests_total[15s]))"
 WAIT_FOR_DATA_S = 45.0
-GENERATION_METRICS = ("recap_generated_tokens", "recap_active_streams", "recap_streams_cancelled")
+GENERATION_METRICS = (
+    "recap_generated_tokens",
+    "recap_active_streams",
+    "recap_streams_cancelled",
+    "recap_generate_",
+)
 
 
 def _post(url: str, body: dict[str, Any], key: str) -> int:

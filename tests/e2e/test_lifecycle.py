@@ -287,14 +287,14 @@ def test_sigterm_drains_then_exits_0(tmp_path: Path) -> None:
     env = {
         "RECAP_DRAIN_GRACE_SECONDS": "2",
         "RECAP_SHUTDOWN_TIMEOUT_SECONDS": "1.5",
-        "RECAP_GENERATE_MAX_TOKENS": "4000",
+        "RECAP_GENERATE_MAX_TOKENS": "100000",
     }
     server = start_server(repository, tmp_path / "server.log", env=env)
     events: list[dict[str, object]] = []
     started = threading.Event()
 
     def stream() -> None:
-        body = {"text_input": "The ", "parameters": {"max_tokens": 4000, "temperature": 1.0, "seed": 1}}
+        body = {"text_input": "The ", "parameters": {"max_tokens": 100000, "temperature": 1.0, "seed": 1}}
         with (
             httpx.Client(base_url=server.url, timeout=30) as client,
             client.stream("POST", f"/v2/models/{GPT}/generate_stream", json=body) as response,

@@ -61,13 +61,19 @@ class Vocabulary:
         return "" if token in self.special.values() else self.tokens[token]
 
 
-def reference_lm_greedy(prompt: str, max_tokens: int) -> list[str]:
-    """pydoc-gpt greedy decoding: crop to the last window, argmax of the last position, per token."""
+def reference_lm_greedy(prompt: str, max_tokens: int, past_the_window: str = "restart") -> list[str]:
+    """pydoc-gpt greedy decoding, argmax of the last position per token, over the last `window` tokens
+    of the prompt. Past the window, "restart" starts the context again from its last `window // 2`
+    tokens (the decode loop's documented policy, README "Generation"); "crop" takes the last `window`
+    tokens at every step (the full-recompute loop of a model without KV-cache graphs)."""
     vocab, sess, window = Vocabulary(GPT), session(GPT), manifest(GPT)["max_sequence_length"]
     eos = vocab.special.get("eos")
     ids, pieces = vocab.encode(prompt), []
+    start = max(len(ids) - window, 0)
     for _ in range(max_tokens):
-        (logits,) = sess.run(["logits"], {"input_ids": np.array([ids[-window:]], dtype=np.int64)})
+        if len(ids) - start > window:
+            start = len(ids) - (window // 2 if past_the_window == "restart" else window)
+        (logits,) = sess.run(["logits"], {"input_ids": np.array([ids[start:]], dtype=np.int64)})
         token = int(np.argmax(logits[0, -1]))
         if token == eos:
             break

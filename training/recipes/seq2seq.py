@@ -14,13 +14,14 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 from torch.nn import functional
 
-from training import dates, evaluate
-from training.export import ExportSpec
-from training.recipe import Context, Trained, tensor, tensor_spec
+from training import dates, evaluate, kv_cache
+from training.export import CacheGraph, ExportSpec, KVCache
+from training.recipe import Context, Trained, cache_axes, cache_example, cache_specs, tensor, tensor_spec
 from training.train import Batch, TrainSettings, fit, minibatches
-from training.transformer import Seq2Seq, TransformerConfig
+from training.transformer import Seq2Seq, Seq2SeqDecoderWithPast, Seq2SeqEncoder, TransformerConfig
 
 TEST_EXAMPLES = 1000
+CACHE_CHECK_SOURCES = 32  # held-out dates the KV-cache graphs decode against model.onnx
 
 
 def seq2seq_loss(model: nn.Module, batch: Batch, pad: int) -> torch.Tensor:
@@ -151,4 +152,72 @@ def train_seq2seq(ctx: Context, cfg: TransformerConfig, settings: TrainSettings,
         "training": settings.record()
         | {"n_train_examples": n_train, "loss": "cross_entropy (teacher forcing)"},
     }
-    return Trained(model.eval(), spec, manifest, hist, score)
+    sources = [tok.encode(human) for human, _ in test_pairs[:CACHE_CHECK_SOURCES]]
+    return Trained(model.eval(), spec, manifest, hist, score, seq2seq_cache(model, sources, bos, eos))
+
+
+def encoder_graph(model: Seq2Seq, gen: torch.Generator) -> CacheGraph:
+    """encoder.onnx: run once per source; its output is what every decoder step attends to."""
+    cfg = model.cfg
+    spec = ExportSpec(
+        ["encoder_input_ids"], ["encoder_hidden_states"],
+        example=(torch.randint(4, cfg.vocab, (2, 20), generator=gen),),
+        check=(torch.randint(4, cfg.vocab, (3, 17), generator=gen),),
+        dynamic={n: {0: "batch", 1: "source"} for n in ("encoder_input_ids", "encoder_hidden_states")},
+        max_dims={"source": cfg.max_len},
+    )  # fmt: skip
+    return CacheGraph(
+        kv_cache.ENCODER_FILE, Seq2SeqEncoder(model).eval(), spec,
+        inputs=[tensor_spec("encoder_input_ids", "INT64", [-1, -1])],
+        outputs=[tensor_spec("encoder_hidden_states", "FP32", [-1, -1, cfg.d_model])],
+    )  # fmt: skip
+
+
+def decoder_graph(model: Seq2Seq, gen: torch.Generator) -> CacheGraph:
+    cfg = model.cfg
+
+    def example(batch: int, source: int, past: int, t: int) -> tuple[torch.Tensor, ...]:
+        mask = torch.ones(batch, source, dtype=torch.long)
+        mask[0, source // 2 :] = 0  # one row's source is padded
+        return (
+            torch.randint(4, cfg.vocab, (batch, t), generator=gen),
+            torch.randn(batch, source, cfg.d_model, generator=gen),
+            mask,
+            *cache_example(cfg, gen, batch, past),
+        )
+
+    names = ["decoder_input_ids", "encoder_hidden_states", "encoder_attention_mask", "past_padding"]
+    source = {0: "batch", 1: "source"}
+    spec = ExportSpec(
+        names + kv_cache.past_names(cfg.layers), ["logits", *kv_cache.present_names(cfg.layers)],
+        example=example(2, 7, 5, 3), check=example(3, 11, 4, 2),
+        dynamic={"decoder_input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"},
+                 "encoder_hidden_states": source, "encoder_attention_mask": source} | cache_axes(cfg),
+    )  # fmt: skip
+    inputs = [
+        tensor_spec("decoder_input_ids", "INT64", [-1, -1]),
+        tensor_spec("encoder_hidden_states", "FP32", [-1, -1, cfg.d_model]),
+        tensor_spec("encoder_attention_mask", "INT64", [-1, -1]),
+        tensor_spec("past_padding", "INT64", [-1]),
+    ]
+    outputs = [tensor_spec("logits", "FP32", [-1, -1, cfg.vocab])]
+    return CacheGraph(
+        kv_cache.DECODER_FILE, Seq2SeqDecoderWithPast(model).eval(), spec,
+        inputs=inputs + cache_specs(cfg, kv_cache.past_names(cfg.layers)),
+        outputs=outputs + cache_specs(cfg, kv_cache.present_names(cfg.layers)),
+    )  # fmt: skip
+
+
+def seq2seq_cache(model: Seq2Seq, sources: list[list[int]], bos: int, eos: int) -> KVCache:
+    """encoder.onnx and decoder_with_past.onnx; the checks decode `sources` (held-out dates)."""
+    cfg = model.cfg
+    gen = torch.Generator().manual_seed(0)  # its own: the plain graph's examples stay as they were
+    graphs = {"decoder": decoder_graph(model, gen), "encoder": encoder_graph(model, gen)}
+    shape = kv_cache.CacheShape(cfg.layers, cfg.heads, cfg.d_model // cfg.heads)
+    return KVCache(
+        shape.layers, shape.heads, shape.head_dim, graphs,
+        "the decoder stops at max_target_length positions ('length')",
+        verify=lambda folder: kv_cache.seq2seq_checks(
+            folder, shape, sources, bos=bos, eos=eos, max_target=cfg.max_target_len
+        ),
+    )  # fmt: skip

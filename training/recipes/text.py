@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from training import evaluate
-from training.export import ExportSpec
-from training.recipe import Context, Trained, tensor, tensor_spec
+from training import evaluate, kv_cache
+from training.export import CacheGraph, ExportSpec, KVCache
+from training.recipe import Context, Trained, cache_axes, cache_example, cache_specs, tensor, tensor_spec
 from training.text import CharTokenizer, Corpus, gpt_tokenizer, pydoc_corpus
 from training.train import Batch, TrainSettings, fit
-from training.transformer import GPT, TransformerConfig
+from training.transformer import GPT, GPTWithPast, TransformerConfig
 
 BIGRAM_ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -125,4 +125,38 @@ def train_gpt(ctx: Context, cfg: TransformerConfig, settings: TrainSettings, ste
         },
         "training": settings.record() | {"steps_per_epoch": steps, "context": length},
     }
-    return Trained(model.eval(), spec, manifest, hist, score)
+    return Trained(model.eval(), spec, manifest, hist, score, gpt_cache(model, test_ids))
+
+
+def gpt_cache(model: GPT, text_ids: np.ndarray) -> KVCache:
+    """decoder_with_past.onnx; the checks decode from the start of `text_ids` (real text)."""
+    cfg = model.cfg
+    gen = torch.Generator().manual_seed(0)  # its own: the plain graph's examples stay as they were
+
+    def example(batch: int, past: int, t: int) -> tuple[torch.Tensor, ...]:
+        return (torch.randint(4, cfg.vocab, (batch, t), generator=gen), *cache_example(cfg, gen, batch, past))
+
+    names = ["input_ids", "past_padding", *kv_cache.past_names(cfg.layers)]
+    spec = ExportSpec(
+        names, ["logits", *kv_cache.present_names(cfg.layers)],
+        example=example(2, 5, 3), check=example(3, 9, 4),
+        dynamic={"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
+        | cache_axes(cfg),
+    )  # fmt: skip
+    inputs = [tensor_spec("input_ids", "INT64", [-1, -1]), tensor_spec("past_padding", "INT64", [-1])]
+    outputs = [tensor_spec("logits", "FP32", [-1, -1, cfg.vocab])]
+    graph = CacheGraph(
+        kv_cache.DECODER_FILE, GPTWithPast(model).eval(), spec,
+        inputs=inputs + cache_specs(cfg, kv_cache.past_names(cfg.layers)),
+        outputs=outputs + cache_specs(cfg, kv_cache.present_names(cfg.layers)),
+    )  # fmt: skip
+    shape = kv_cache.CacheShape(cfg.layers, cfg.heads, cfg.d_model // cfg.heads)
+    policy = (
+        f"past the window of {cfg.max_len} positions the server re-prefills the last {cfg.max_len // 2} "
+        "tokens and continues from that cache"
+    )
+    text = text_ids[: cfg.max_len].tolist()
+    return KVCache(
+        shape.layers, shape.heads, shape.head_dim, {"decoder": graph}, policy,
+        verify=lambda folder: kv_cache.gpt_checks(folder, shape, text, cfg.max_len),
+    )  # fmt: skip
