@@ -143,20 +143,26 @@ def check_ranked_labels(instance: Any, *, labels: Sequence[str]) -> None:
 
 
 FINISH_REASONS = ("length", "stop", "eos")
+OPENAI_FINISH_REASONS = ("stop", "length")  # the server's eos is OpenAI's "stop"
 
 
 def check_generated_text(
-    text: Any, finish_reason: Any, tokens: Any, *, scenario: TextScenario, prompt: str
+    text: Any,
+    finish_reason: Any,
+    tokens: Any,
+    *,
+    scenario: TextScenario,
+    prompt: str,
+    reasons: tuple[str, ...] = FINISH_REASONS,
+    ended: str = "eos",
 ) -> str:
     """One generation's outcome: a text the model could write, of a length its token count allows.
 
     A greedy scenario knows the one right answer. A sampled text may legitimately be empty, but only
-    when the model chose its end token first (finish_reason "eos" after one step).
+    when the model chose its end token first (finish_reason `ended`: "eos", OpenAI's "stop").
     """
-    expect(isinstance(text, str), f"text_output {text!r} is not a string")
-    expect(
-        finish_reason in FINISH_REASONS, f"finish_reason {finish_reason!r}, expected one of {FINISH_REASONS}"
-    )
+    expect(isinstance(text, str), f"text {text!r} is not a string")
+    expect(finish_reason in reasons, f"finish_reason {finish_reason!r}, expected one of {reasons}")
     expect(
         isinstance(tokens, int) and 1 <= tokens <= scenario.max_tokens,
         f"tokens {tokens!r}, expected 1..{scenario.max_tokens}",
@@ -169,7 +175,7 @@ def check_generated_text(
         return text
     unknown = sorted(set(text) - scenario.characters)
     expect(not unknown, f"characters the model cannot write: {unknown[:5]}")
-    expect(text != "" or finish_reason == "eos", f"empty text with finish_reason {finish_reason!r}")
+    expect(text != "" or finish_reason == ended, f"empty text with finish_reason {finish_reason!r}")
     return text
 
 
@@ -219,6 +225,73 @@ def check_stream(payload: str, *, scenario: TextScenario, prompt: str) -> str:
     text = "".join(str(e.get("text_output") or "") for e in events)
     return check_generated_text(
         text, last.get("finish_reason"), last.get("tokens"), scenario=scenario, prompt=prompt
+    )
+
+
+def _openai_object(body: Any, model: str) -> dict[str, Any]:
+    """A completion or a stream chunk: a text_completion of the model, with an OpenAI id."""
+    expect(isinstance(body, dict), "answer is not a JSON object")
+    expect("error" not in body, f"error: {str(body.get('error'))[:120]}")
+    expect(body.get("object") == "text_completion", f"object {body.get('object')!r}, not text_completion")
+    expect(body.get("model") == model, f"model {body.get('model')!r}, expected {model!r}")
+    expect(str(body.get("id")).startswith("cmpl-"), f"id {body.get('id')!r} is not cmpl-...")
+    return dict(body)
+
+
+def _only_choice(body: dict[str, Any]) -> dict[str, Any]:
+    choices = body.get("choices")
+    expect(isinstance(choices, list) and len(choices) == 1, f"choices {str(choices)[:80]}, expected one")
+    assert isinstance(choices, list)
+    choice = choices[0]
+    expect(isinstance(choice, dict) and choice.get("index") == 0, f"choice {str(choice)[:80]} is not index 0")
+    expect(choice.get("logprobs") is None, "logprobs sent, none asked for")
+    return dict(choice)
+
+
+def _completion_tokens(usage: Any, prompt: str) -> Any:
+    """usage's completion_tokens, once prompt_tokens (one token per character) and the total add up."""
+    expect(isinstance(usage, dict), f"usage {usage!r} is not an object")
+    prompt_tokens, tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    expect(prompt_tokens == len(prompt), f"prompt_tokens {prompt_tokens!r} for {len(prompt)} characters")
+    expect(
+        isinstance(tokens, int) and usage.get("total_tokens") == len(prompt) + tokens,
+        f"usage {usage} does not add up",
+    )
+    return tokens
+
+
+def check_completion(body: Any, *, scenario: TextScenario, prompt: str) -> str:
+    """OpenAI completion: one choice whose text passes `check_generated_text` with usage's count."""
+    body = _openai_object(body, scenario.model)
+    choice = _only_choice(body)
+    tokens = _completion_tokens(body.get("usage"), prompt)
+    return _openai_text(choice.get("text"), choice.get("finish_reason"), tokens, scenario, prompt)
+
+
+def check_completion_stream(payload: str, *, scenario: TextScenario, prompt: str) -> str:
+    """OpenAI stream with include_usage: text chunks (finish_reason on the last only), a usage chunk
+    with no choices, then `data: [DONE]`; the text passes the same checks as a completion."""
+    data = [line for line in payload.splitlines() if line.startswith("data:")]
+    expect(bool(data) and data[-1][len("data:") :].strip() == "[DONE]", "the stream does not end with [DONE]")
+    events = [_openai_object(event, scenario.model) for event in parse_sse("\n".join(data[:-1]))]
+    expect(len(events) >= 2, f"{len(events)} chunks, expected text chunks and a usage chunk")
+    *parts, last = events
+    expect(last.get("choices") == [], "the usage chunk carries choices")
+    choices = [_only_choice(part) for part in parts]
+    expect(all(part.get("usage", None) is None for part in parts), "usage before the last chunk")
+    reasons = [choice.get("finish_reason") for choice in choices]
+    expect(
+        reasons[-1] is not None and not any(reasons[:-1]),
+        f"finish_reason not on the last chunk only: {reasons}",
+    )
+    text = "".join(str(choice.get("text") or "") for choice in choices)
+    tokens = _completion_tokens(last.get("usage"), prompt)
+    return _openai_text(text, reasons[-1], tokens, scenario, prompt)
+
+
+def _openai_text(text: Any, reason: Any, tokens: Any, scenario: TextScenario, prompt: str) -> str:
+    return check_generated_text(
+        text, reason, tokens, scenario=scenario, prompt=prompt, reasons=OPENAI_FINISH_REASONS, ended="stop"
     )
 
 

@@ -4,7 +4,8 @@
     locust -f load/locustfile.py --tags v2 v1          # only the tabular protocols
     locust -f load/locustfile.py --exclude-tags generation
 
-Tags: v2, infer, classification, v1, predict, classify, metadata, generation, generate, stream, gan.
+Tags: v2, infer, classification, v1, predict, classify, metadata, generation, generate, stream, gan,
+openai, completions, completions_stream.
 Environment: RECAP_LOAD_MODELS (comma-separated models to hit; default all), RECAP_LOAD_MAX_ROWS (rows
 per request, default 8), RECAP_LOAD_WAIT_MAX (seconds between a user's requests, default 0.05),
 RECAP_LOAD_PAYLOADS (payload folder, default load/payloads), RECAP_API_KEY (or RECAP_API_KEY_FILE, a file
@@ -30,6 +31,8 @@ from load.catalog import TabularModel, TextScenario, load_models, load_text_scen
 from load.checks import (
     CheckError,
     check_classification_strings,
+    check_completion,
+    check_completion_stream,
     check_finite,
     check_generated,
     check_probability_rows,
@@ -244,6 +247,39 @@ class RecapUser(FastHttpUser):
             "GET", f"/v1/models/{GAN_MODEL}/samples.png?count={count}&seed={seed}", "gan samples.png", check
         )
 
+    # -- OpenAI completions (the text models) -------------------------------------------------------
+
+    @tag("generation", "openai", "completions")
+    @task(1)
+    def openai_completions(self) -> None:
+        scenario, prompt, body = self._completion_request()
+        self._call(
+            "POST",
+            "/openai/v1/completions",
+            f"openai completions {scenario.model}",
+            lambda response: check_completion(response.json(), scenario=scenario, prompt=prompt),
+            body,
+        )
+
+    @tag("generation", "openai", "completions_stream")
+    @task(1)
+    def openai_completions_stream(self) -> None:
+        scenario, prompt, body = self._completion_request()
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+        self._call(
+            "POST",
+            "/openai/v1/completions",
+            f"openai completions_stream {scenario.model}",
+            lambda response: check_completion_stream(response.text or "", scenario=scenario, prompt=prompt),
+            body,
+        )
+
+    def _completion_request(self) -> tuple[TextScenario, str, dict[str, Any]]:
+        """The generate scenarios' request in OpenAI's fields (temperature and max_tokens always sent:
+        OpenAI's defaults are not generate's)."""
+        scenario, prompt, generate = self._generation_request()
+        return scenario, prompt, {"model": scenario.model, "prompt": prompt, **generate["parameters"]}
+
     def _generation_request(self) -> tuple[TextScenario, str, dict[str, Any]]:
         scenario = self.rng.choice(TEXT)
         prompt = self.rng.choice(scenario.prompts)
@@ -264,6 +300,8 @@ _POOLS = {
     RecapUser.v1_classify: CLASSIFIERS,
     RecapUser.generate: TEXT,
     RecapUser.generate_stream: TEXT,
+    RecapUser.openai_completions: TEXT,
+    RecapUser.openai_completions_stream: TEXT,
     RecapUser.gan_samples: [GAN_MODEL] if not ONLY or GAN_MODEL in ONLY else [],
 }
 _dropped = sorted({task.__name__ for task, pool in _POOLS.items() if not pool})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -10,10 +11,14 @@ from starlette.responses import Response
 
 from service.api.errors import error_response
 from service.api.front import request_id_of
-from service.api.pipeline import Endpoint, Failure, Pipeline, ServerWork, Work
+from service.api.pipeline import BodyWork, Endpoint, Failure, NameOf, Pipeline, ServerWork, Work
 from service.errors import InvalidInputError
 
 A = TypeVar("A")
+B = TypeVar("B")
+# How a protocol says the pipeline's failure (its status, the domain error): REST's `{"error": ...}`
+# by default; the OpenAI adapter passes its own error object.
+FailureEncoder = Callable[[Failure], Response]
 
 
 def parse_json(body: bytes | memoryview) -> Any:
@@ -57,8 +62,10 @@ async def serve(
     endpoint: Endpoint,
     work: Work[A, Response],
     argument: A,
+    *,
+    say: FailureEncoder = failure_response,
 ) -> Response:
-    """Run a FastAPI route's work through the pipeline; a failure becomes `{"error": ...}`.
+    """Run a FastAPI route's work through the pipeline; a failure becomes `say(failure)`.
 
     The model comes from the route's path parameters `model_name` and `model_version`.
     """
@@ -73,11 +80,41 @@ async def serve(
         content_length=content_length(request),
         authorization=request.headers.get("authorization"),
     )
-    return failure_response(result) if isinstance(result, Failure) else result
+    return say(result) if isinstance(result, Failure) else result
+
+
+async def serve_named(
+    pipeline: Pipeline,
+    request: Request,
+    endpoint: Endpoint,
+    work: BodyWork[A, B, Response],
+    argument: A,
+    *,
+    name_of: NameOf[B],
+    say: FailureEncoder = failure_response,
+) -> Response:
+    """A FastAPI route whose body names the model (`Pipeline.run_named`); a failure becomes `say(failure)`."""
+    result = await pipeline.run_named(
+        endpoint,
+        name_of,
+        work,
+        argument,
+        receive=request.receive,
+        request_id=request_id_of(request.scope),
+        content_length=content_length(request),
+        authorization=request.headers.get("authorization"),
+    )
+    return say(result) if isinstance(result, Failure) else result
 
 
 async def serve_server(
-    pipeline: Pipeline, request: Request, endpoint: Endpoint, work: ServerWork[A, Response], argument: A
+    pipeline: Pipeline,
+    request: Request,
+    endpoint: Endpoint,
+    work: ServerWork[A, Response],
+    argument: A,
+    *,
+    say: FailureEncoder = failure_response,
 ) -> Response:
     """A server-level FastAPI route (no model) through the pipeline's authentication and error mapping."""
     result = await pipeline.run_server(
@@ -87,4 +124,4 @@ async def serve_server(
         request_id=request_id_of(request.scope),
         authorization=request.headers.get("authorization"),
     )
-    return failure_response(result) if isinstance(result, Failure) else result
+    return say(result) if isinstance(result, Failure) else result

@@ -25,12 +25,16 @@ REQUEST_NAMES = {
     "generate": "generate ",
     "stream": "generate_stream ",
     "gan": "gan samples.png",
+    "completions": "openai completions ",
+    "completions_stream": "openai completions_stream ",
 }
 # tag -> the route (as FastAPI's openapi.json spells it) the tag needs
 ROUTES = {
     "generate": "/v2/models/{model_name}/generate",
     "stream": "/v2/models/{model_name}/generate_stream",
     "gan": "/v1/models/{model_name}/samples.png",
+    "completions": "/openai/v1/completions",
+    "completions_stream": "/openai/v1/completions",
 }
 
 
@@ -74,7 +78,7 @@ def plan_for(url: str) -> Plan:
         if route not in paths:
             plan.exclude(tag, f"the server has no {route} route yet")
     if not served & set(text):
-        for tag in ("generate", "stream"):
+        for tag in ("generate", "stream", "completions", "completions_stream"):
             plan.exclude(tag, f"no text model ({', '.join(text)}) is served")
     if GAN_MODEL not in served:
         plan.exclude("gan", f"{GAN_MODEL} is not served")

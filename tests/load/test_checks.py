@@ -13,6 +13,8 @@ from load.catalog import TextScenario
 from load.checks import (
     CheckError,
     check_classification_strings,
+    check_completion,
+    check_completion_stream,
     check_finite,
     check_generated,
     check_probability_rows,
@@ -178,6 +180,58 @@ def test_stream_needs_tokens_then_a_finish_reason() -> None:
         )
     with pytest.raises(CheckError, match="not JSON"):
         parse_sse("data: {oops\n\n")
+
+
+def completion(text: str, reason: str = "length", tokens: int = 16, prompt: str = "The ") -> dict[str, Any]:
+    choice = {"text": text, "index": 0, "finish_reason": reason, "logprobs": None}
+    usage = {"prompt_tokens": len(prompt), "completion_tokens": tokens, "total_tokens": len(prompt) + tokens}
+    head = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "pydoc-gpt"}
+    return {**head, "choices": [choice], "usage": usage}
+
+
+def test_an_openai_completion_is_checked_like_a_generation() -> None:
+    assert check_completion(completion("a cab"), scenario=SAMPLED, prompt="The ") == "a cab"
+    assert check_completion(completion("", "stop", 1), scenario=SAMPLED, prompt="The ") == ""  # eos
+    cases = {
+        "finish_reason 'eos'": completion("ab", "eos"),  # OpenAI's client types only stop and length
+        "characters the model cannot write": completion("aZ"),
+        "prompt_tokens 3 for 4": completion("ab", prompt="abc"),
+        "object 'completion'": {**completion("ab"), "object": "completion"},
+        "expected one": {**completion("ab"), "choices": []},
+        "does not add up": completion("ab") | {"usage": {"prompt_tokens": 4, "completion_tokens": 2}},
+    }
+    for reason, body in cases.items():
+        with pytest.raises(CheckError, match=reason):
+            check_completion(body, scenario=SAMPLED, prompt="The ")
+    right = completion("2021-03-03", "stop", 11, prompt="3 March 2021") | {"model": "dates-seq2seq"}
+    assert check_completion(right, scenario=GREEDY, prompt="3 March 2021") == "2021-03-03"
+
+
+def _chunks(*texts: tuple[str, str | None], usage: int | None = 3) -> str:
+    head = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "pydoc-gpt"}
+    events: list[dict[str, object]] = [
+        {**head, "choices": [{"text": t, "index": 0, "finish_reason": r, "logprobs": None}], "usage": None}
+        for t, r in texts
+    ]
+    if usage is not None:
+        counted = {"prompt_tokens": 4, "completion_tokens": usage, "total_tokens": 4 + usage}
+        events.append({**head, "choices": [], "usage": counted})
+    return _sse(*events) + "data: [DONE]\n\n"
+
+
+def test_an_openai_stream_is_chunks_usage_then_done() -> None:
+    good = _chunks(("ab", None), ("c", None), ("", "length"))
+    assert check_completion_stream(good, scenario=SAMPLED, prompt="The ") == "abc"
+    cases = {
+        "does not end with": good.removesuffix("data: [DONE]\n\n"),
+        "not on the last chunk only": _chunks(("ab", "stop"), ("c", "length")),
+        "usage chunk carries choices": _chunks(("ab", None), ("c", "length"), usage=None),
+        "error": _sse({"error": {"message": "boom"}}) + "data: [DONE]\n\n",
+        "3 characters from 2": _chunks(("abc", "length"), usage=2),
+    }
+    for reason, payload in cases.items():
+        with pytest.raises(CheckError, match=reason):
+            check_completion_stream(payload, scenario=SAMPLED, prompt="The ")
 
 
 def _png(width: int, height: int) -> bytes:
