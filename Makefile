@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: grpc-stubs topology nginx-compose-conf api-keys serve test models lint typecheck unit install install-serve system-deps bench bench-ab bench-workers bench-instructions bench-generate load load-distributed clean
+.PHONY: grpc-stubs topology ui-screenshots nginx-compose-conf api-keys serve test models lint typecheck unit install install-serve system-deps bench bench-ab bench-workers bench-instructions bench-generate load load-distributed clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,15 @@ grpc-stubs: install
 topology: install
 	$(PY) docs/topology.py
 
+## ui-screenshots: the model browser's home and digits pages at 1280 and 375 px, by its browser test
+## (chromium: make system-deps), into $(UI_SCREENSHOTS)/; two of them go to docs/ for the README
+UI_SCREENSHOTS ?= reports/ui
+ui-screenshots: install
+	RECAP_UI_REQUIRE_BROWSER=1 RECAP_UI_SCREENSHOTS=$(UI_SCREENSHOTS) \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_ui.py -k test_screenshots_at_both_widths
+	cp $(UI_SCREENSHOTS)/home-1280.png docs/ui-home.png
+	cp $(UI_SCREENSHOTS)/digits-375.png docs/ui-digits-375.png
+
 ## nginx-compose-conf: render deploy/nginx/nginx.compose.conf (the scale profile's) from deploy/nginx/nginx.conf
 NGINX_CONF := deploy/nginx/nginx.conf
 NGINX_COMPOSE_CONF ?= deploy/nginx/nginx.compose.conf
@@ -79,13 +88,15 @@ bench-workers: install
 bench-instructions: install
 	$(PY) -m bench.instructions $(BASE)
 
-## bench-generate: pydoc-gpt tokens/s and event-loop latency, steps in worker threads vs inline
+## bench-generate: pydoc-gpt tokens/s: the decode loop (KV cache, batching) vs full recompute in process and in the server
 bench-generate: install
 	$(PY) -m bench.generate_bench $(BENCH_ARGS)
 
 ## system-deps: Debian packages some tests and benchmarks use (wrk, prometheus, docker-compose, valgrind,
-## podman with runc, netavark and aardvark-dns, mmdebstrap for the real-stack tests); idempotent
-SYSTEM_PACKAGES := wrk prometheus docker-compose valgrind podman runc netavark aardvark-dns mmdebstrap nginx kubectl
+## podman with runc, netavark and aardvark-dns, mmdebstrap for the real-stack tests, chromium and
+## chromium-driver for the model browser tests); idempotent
+SYSTEM_PACKAGES := wrk prometheus docker-compose valgrind podman runc netavark aardvark-dns mmdebstrap nginx kubectl \
+	chromium chromium-driver
 system-deps:
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
 	  echo "system-deps: $(SYSTEM_PACKAGES) already installed"; \

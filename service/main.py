@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
 
-from service.api import docs, generate, health, repository_api, samples, v1, v2
+from service.api import docs, generate, health, openai, openai_encode, repository_api, samples, ui, v1, v2
 from service.api.admission import Limits
 from service.api.drain import Drain
 from service.api.errors import install_handlers
@@ -141,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
         metrics,
         settings.max_batch_size,
         share(settings.model_max_concurrency, settings.worker_count),
+        decode_batch_limit=settings.generate_batch_limit,
     )
     keys = KeyStore(settings.api_keys_file) if settings.api_keys_file is not None else None
     drain = Drain(settings.drain_grace_seconds, settings.shutdown_timeout_seconds)
@@ -213,13 +214,15 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry=NO_TELEMETRY,
     )
     app.state.recap = state
-    install_handlers(app)
+    install_handlers(app, {openai.PREFIX: openai_encode.error_body})  # OpenAI's error object there
     app.include_router(health.build_router(state))
     app.include_router(repository_api.build_router(state))  # before v2: /v2/models/stats is no model
     app.include_router(v2.build_router(state, infer))
     app.include_router(v1.build_router(state))
     app.include_router(generate.build_router(state))
     app.include_router(samples.build_router(state))
+    app.include_router(openai.build_router(state))  # OpenAI completions for the text models
+    app.include_router(ui.build_router(state))  # the model browser: /ui pages and what they read
     docs.install_docs(app)
     # Outermost: every request gets its id there, and V2 infer is answered before routing.
     app.add_middleware(FrontDoor, infer=infer)
