@@ -93,10 +93,11 @@ bench-generate: install
 	$(PY) -m bench.generate_bench $(BENCH_ARGS)
 
 ## system-deps: Debian packages some tests and benchmarks use (wrk, prometheus, docker-compose, valgrind,
-## podman with runc, netavark and aardvark-dns, mmdebstrap for the real-stack tests, chromium and
-## chromium-driver for the model browser tests); idempotent
-SYSTEM_PACKAGES := wrk prometheus docker-compose valgrind podman runc netavark aardvark-dns mmdebstrap nginx kubectl \
-	chromium chromium-driver
+## podman with runc, netavark (it drives iptables, which --no-install-recommends would leave out) and
+## aardvark-dns, mmdebstrap for the real-stack tests, chromium and chromium-driver for the model browser
+## tests); idempotent
+SYSTEM_PACKAGES := wrk prometheus docker-compose valgrind podman runc netavark iptables aardvark-dns mmdebstrap nginx \
+	kubectl chromium chromium-driver
 system-deps:
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
 	  echo "system-deps: $(SYSTEM_PACKAGES) already installed"; \

@@ -16,7 +16,7 @@ ZOO_CLASSIFIERS = ("breast-cancer-mlp", "iris-mlp")
 # The zoo server's settings: a high max_tokens cap so a disconnected stream has plenty left to skip,
 # and a small stream cap so the 429 is cheap to reach.
 ZOO_SERVER_ENV = {
-    "RECAP_GENERATE_MAX_TOKENS": "100000",
+    "RECAP_GENERATE_MAX_TOKENS": "4000",
     "RECAP_GENERATE_MAX_STREAMS": "3",
     "RECAP_GENERATE_MAX_PROMPT_LENGTH": "2000",
 }

@@ -22,7 +22,9 @@ from tests.helpers.servers import MODELS, RunningServer, start_server
 from tests.helpers.zoo import metric, require_models
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-LONG = {"text_input": "The ", "parameters": {"max_tokens": 512}}  # greedy: 512 tokens, about 2 s alone
+# Greedy, 4000 tokens: over a second even alone with the KV cache (the fixture raises the cap to fit).
+LONG_TOKENS = 4000
+LONG = {"text_input": "The ", "parameters": {"max_tokens": LONG_TOKENS}}
 IRIS = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
 
 
@@ -31,7 +33,7 @@ def zoo(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RunningServe
     """A zoo server with the settings the test's `settings` marker gives."""
     require_models("pydoc-gpt", "iris-mlp")
     marker = request.node.get_closest_marker("settings")
-    env = dict(marker.kwargs) if marker else {}
+    env = {"RECAP_GENERATE_MAX_TOKENS": str(LONG_TOKENS)} | (dict(marker.kwargs) if marker else {})
     server = start_server(MODELS, tmp_path / "server.log", env=env)
     try:
         yield server
@@ -77,7 +79,7 @@ def test_over_the_server_cap_requests_get_503_at_once_and_the_admitted_finish(zo
         assert all(r.headers["retry-after"] == "1" for r in refused)
         assert "requests in progress, its limit" in refused[0].json()["error"]
         assert sorted(r.status_code for r in finished) == [200] * 4
-        assert all(r.json()["tokens"] == 512 for r in finished)
+        assert all(r.json()["tokens"] == LONG_TOKENS for r in finished)
         failures = metric(
             client, "recap_request_failures_total", endpoint="infer", model="", protocol="v2",
             reason="server_busy", version="",
@@ -118,7 +120,7 @@ def test_a_generate_past_the_server_deadline_gets_504_and_a_stream_a_timeout_eve
         with client.stream("POST", "/v2/models/pydoc-gpt/generate_stream", json=LONG) as stream:
             assert stream.status_code == 200
             events = [orjson.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
-        assert events[-1]["finish_reason"] == "timeout" and 0 < events[-1]["tokens"] < 512
+        assert events[-1]["finish_reason"] == "timeout" and 0 < events[-1]["tokens"] < LONG_TOKENS
         assert all("finish_reason" not in e for e in events[:-1])
         time.sleep(0.5)
         assert in_progress(client) == 0, "nothing keeps running for the answered requests"
@@ -139,7 +141,7 @@ def test_tritonclients_timeout_in_microseconds_is_honoured(zoo: RunningServer) -
         assert bad.status_code == 400 and "positive integer of microseconds" in bad.json()["error"]
         generate = http.post(
             "/v2/models/pydoc-gpt/generate",
-            json={**LONG, "parameters": {"max_tokens": 512, "timeout": 200_000}},
+            json={**LONG, "parameters": {"max_tokens": LONG_TOKENS, "timeout": 200_000}},
         )
         assert generate.status_code == 504
 

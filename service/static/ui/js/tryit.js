@@ -342,24 +342,29 @@ export function gptPanel(container, model) {
     topk.replaceChildren();
     note.textContent = "Streaming…";
     let tokens = 0;
+    let finish = null;
+    const typist = new Typist(text);
     try {
       await streamEvents(
         `${modelPath(model.name, model.version)}/generate_stream`,
         { text_input: prompt.value, parameters },
         (event) => {
-          // One text node per event: the page shows each token as it comes.
-          if (event.text_output) text.append(event.text_output);
-          if (event.finish_reason) {
-            note.textContent = `Done: ${event.tokens} tokens, finish reason “${event.finish_reason}”.`;
-          } else {
+          if (event.text_output) typist.push(event.text_output);
+          if (event.finish_reason) finish = event;
+          else {
             tokens += 1;
             note.textContent = `Streaming… ${tokens} tokens`;
           }
         },
         running.signal,
       );
+      await typist.drained();
+      if (finish) {
+        note.textContent = `Done: ${finish.tokens} tokens, finish reason “${finish.finish_reason}”.`;
+      }
       await nextOdds(prompt.value + text.textContent);
     } catch (error) {
+      typist.flush();
       if (error.name === "AbortError") note.textContent = `Stopped after ${tokens} tokens.`;
       else note.replaceChildren(errorBox(error));
     } finally {
@@ -371,4 +376,46 @@ export function gptPanel(container, model) {
   stop.addEventListener("click", () => running?.abort());
   next.addEventListener("click", () => nextOdds(prompt.value + text.textContent));
   container.replaceChildren(form);
+}
+
+/**
+ * Shows streamed text a piece per animation frame, the way it was generated. The server can make
+ * tokens faster than a screen refreshes (a few hundred microseconds each with the KV cache), so many
+ * arrive in one network read; appended at once they would land in a single frame. A backlog is
+ * caught up within about eight frames: each frame shows an eighth of what waits, at least one piece.
+ */
+class Typist {
+  constructor(target) {
+    this.target = target;
+    this.queue = [];
+    this.waiters = [];
+    this.frame = null;
+  }
+
+  push(piece) {
+    this.queue.push(piece);
+    if (this.frame === null) this.frame = requestAnimationFrame(() => this.show());
+  }
+
+  show() {
+    this.frame = null;
+    const count = Math.max(1, Math.ceil(this.queue.length / 8));
+    this.target.append(this.queue.splice(0, count).join("")); // one text node per frame
+    if (this.queue.length) this.frame = requestAnimationFrame(() => this.show());
+    else this.waiters.splice(0).forEach((resolve) => resolve());
+  }
+
+  /** Resolves once every piece pushed so far is on the page. */
+  drained() {
+    if (!this.queue.length && this.frame === null) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  /** Shows what waits at once (the stream failed or was stopped). */
+  flush() {
+    if (this.frame !== null) cancelAnimationFrame(this.frame);
+    this.frame = null;
+    if (this.queue.length) this.target.append(this.queue.splice(0).join(""));
+    this.waiters.splice(0).forEach((resolve) => resolve());
+  }
 }
