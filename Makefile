@@ -19,8 +19,15 @@ $(VENV)/.dev-installed: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[train,dev]'
 	touch $@ $(VENV)/.serve-installed
 
+# KServe's SDK wheel, downloaded but not installed: tests/deploy/kserve_types.py reads KServe's API types
+# from it to check deploy/kserve (its dependencies would pin the server's own).
+KSERVE_SDK := 0.21.0
+KSERVE_SDK_WHEEL := $(VENV)/kserve-sdk/kserve-$(KSERVE_SDK)-py3-none-any.whl
+$(KSERVE_SDK_WHEEL): | $(VENV)/bin/python
+	$(PY) -m pip download --quiet --no-deps --only-binary :all: --dest $(VENV)/kserve-sdk kserve==$(KSERVE_SDK)
+
 install-serve: $(VENV)/.serve-installed
-install: $(VENV)/.dev-installed
+install: $(VENV)/.dev-installed $(KSERVE_SDK_WHEEL)
 
 ## serve: serve the bundled model repository on http://$(HOST):$(PORT)
 serve: $(VENV)/.serve-installed

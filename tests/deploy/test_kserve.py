@@ -1,13 +1,16 @@
-"""deploy/kserve: every KServe object validates against the CRD schemas of a KServe release (plus a check
-that no field is unknown to them, which the CRD schemas themselves do not make), the other objects
-against Kubernetes' schemas, and the two runtimes follow KServe's conventions (kserve-container, onnx,
-metrics annotations; recap-serve: REST on http1 8080, recap-serve-grpc: grpc-v2 on one h2c port, which its
-probes use) with settings the server accepts.
+"""deploy/kserve: every KServe object validates against KServe's schemas (plus a check that no field is
+unknown to them, which the CRD schemas themselves do not make), the other objects against Kubernetes'
+schemas, and the two runtimes follow KServe's conventions (kserve-container, onnx, metrics annotations;
+recap-serve: REST on http1 8080, recap-serve-grpc: grpc-v2 on one h2c port, which its probes use) with
+settings the server accepts.
 
-The project commits no files copied from other repositories, so KServe's CRDs are not in it: point
-RECAP_KSERVE_CRDS at a folder holding `serving.kserve.io_servingruntimes.yaml` and
-`serving.kserve.io_inferenceservices.yaml` from KServe's `config/crd/full/` (written against v0.20.0).
-Without it the schema checks skip and say so; the convention checks always run."""
+KServe's schemas come from two places, each check run where its source is at hand:
+- `sdk`: KServe's API types from its Python SDK, release `kserve_types.KSERVE_SDK_RELEASE` (Apache-2.0),
+  whose wheel `make install` downloads from PyPI (see kserve_types.py). Runs in CI.
+- `crd`: KServe's CRDs. The project commits no files copied from other repositories, and no package
+  registry ships them, so point RECAP_KSERVE_CRDS at a folder holding `serving.kserve.io_servingruntimes.yaml`
+  and `serving.kserve.io_inferenceservices.yaml` from KServe's `config/crd/full/` (written against v0.20.0).
+Without its source a check skips and says so; the convention checks always run."""
 
 from __future__ import annotations
 
@@ -16,12 +19,14 @@ import functools
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.deploy import kserve_types
 from tests.deploy.test_k8s import (
     cpus,
     downward_cpu_limit,
@@ -184,11 +189,58 @@ def test_the_crds_are_the_two_kinds_used() -> None:
     assert {kind for _, kind in crd_schemas()} == {"ServingRuntime", "InferenceService"}
 
 
-@pytest.mark.parametrize(("name", "obj"), DOCUMENTS, ids=[f"{n}:{d['kind']}" for n, d in DOCUMENTS])
-def test_every_object_validates(name: str, obj: dict[str, Any]) -> None:
-    if obj["apiVersion"].split("/")[0] == KSERVE_GROUP:
-        assert crd_problems(obj) == [], f"{name} against KServe {RELEASE}"
-        return
+def sdk_problems(obj: dict[str, Any]) -> list[str]:
+    """Everything wrong with a KServe object by the SDK's API types of KServe's release."""
+    wheel = kserve_types.sdk_wheel()
+    if wheel is None:
+        pytest.skip(kserve_types.missing_reason())
+    pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate is not installed (a dev dependency)"
+    )
+    return kserve_types.object_problems(kserve_types.load_sdk(wheel), obj)
+
+
+SCHEMA_CHECKS = {"sdk": sdk_problems, "crd": crd_problems}
+Check = Callable[[dict[str, Any]], list[str]]
+
+
+@pytest.fixture(params=sorted(SCHEMA_CHECKS))
+def kserve_check(request: pytest.FixtureRequest) -> Check:
+    """Each source of KServe's schemas in turn (each skips without its files)."""
+    return SCHEMA_CHECKS[request.param]
+
+
+def test_the_sdk_is_the_named_release_under_its_licence() -> None:
+    wheel = kserve_types.sdk_wheel()
+    if wheel is None:
+        pytest.skip(kserve_types.missing_reason())
+    sdk = kserve_types.load_sdk(wheel)
+    assert (sdk.release, sdk.licence) == (kserve_types.KSERVE_SDK_RELEASE, "Apache-2.0")
+    makefile = (REPO / "Makefile").read_text()
+    assert f"KSERVE_SDK := {kserve_types.KSERVE_SDK_RELEASE}" in makefile, "one pinned release"
+    assert f"v{sdk.release}" in (KSERVE / "README.md").read_text(), "the README names the release"
+    for name in kserve_types.KINDS.values():
+        assert name in sdk.types
+    # Every Kubernetes type the two kinds use resolves to a Kubernetes schema (none checked as "any").
+    used = {"V1Container", "V1ObjectMeta", "V1Probe", "V1ResourceRequirements", "V1SecurityContext"}
+    assert all(kserve_types.kubernetes_definition(name) for name in used)
+
+
+KSERVE_DOCUMENTS = [(n, d) for n, d in DOCUMENTS if d["apiVersion"].split("/")[0] == KSERVE_GROUP]
+OTHER_DOCUMENTS = [(n, d) for n, d in DOCUMENTS if (n, d) not in KSERVE_DOCUMENTS]
+
+
+@pytest.mark.parametrize(
+    ("name", "obj"), KSERVE_DOCUMENTS, ids=[f"{n}:{d['kind']}" for n, d in KSERVE_DOCUMENTS]
+)
+def test_every_kserve_object_validates(name: str, obj: dict[str, Any], kserve_check: Check) -> None:
+    assert kserve_check(obj) == [], name
+
+
+@pytest.mark.parametrize(
+    ("name", "obj"), OTHER_DOCUMENTS, ids=[f"{n}:{d['kind']}" for n, d in OTHER_DOCUMENTS]
+)
+def test_every_other_object_validates(name: str, obj: dict[str, Any]) -> None:
     kubernetes_validate = pytest.importorskip(
         "kubernetes_validate",
         reason="kubernetes-validate is not installed (a dev dependency): no Kubernetes schema check",
@@ -230,28 +282,33 @@ def test_the_runtimes_and_their_inference_services() -> None:
         ("InferenceService", ["spec", "predictor"], "minReplica"),
     ],
 )
-def test_a_misspelled_field_is_caught(kind: str, path: list[str | int], wrong: str) -> None:
+def test_a_misspelled_field_is_caught(
+    kind: str, path: list[str | int], wrong: str, kserve_check: Check
+) -> None:
     name = HTTP_RUNTIME if kind == "ServingRuntime" else ISVC_OF[HTTP_RUNTIME]
     obj = copy.deepcopy(the(kind, name))
     holder: Any = obj
     for step in path:
         holder = holder[step]
     holder[wrong] = holder.get(wrong, "x")
-    assert crd_problems(the(kind, name)) == []
+    assert kserve_check(the(kind, name)) == []
     where = ".".join(str(step) for step in path).replace(".0", "[0]")
-    assert f"{where}.{wrong}: unknown field" in crd_problems(obj)
+    # Either "<where>.<wrong>: unknown field", or Kubernetes' "<where>: ... ('<wrong>' was unexpected)".
+    assert any(problem.startswith(where) and wrong in problem for problem in kserve_check(obj)), where
 
 
-def test_a_wrong_type_is_caught(runtime: dict[str, Any], grpc_runtime: dict[str, Any]) -> None:
+def test_a_wrong_type_is_caught(
+    runtime: dict[str, Any], grpc_runtime: dict[str, Any], kserve_check: Check
+) -> None:
     obj = copy.deepcopy(runtime)
     obj["spec"]["containers"][0]["ports"][0]["containerPort"] = "8080"
-    assert any("containerPort" in problem for problem in crd_problems(obj))
+    assert any("containerPort" in problem for problem in kserve_check(obj))
     obj = copy.deepcopy(grpc_runtime)
     obj["spec"]["containers"][0]["readinessProbe"]["grpc"]["port"] = "h2c"  # a number, not a name
-    assert any("grpc.port" in problem for problem in crd_problems(obj))
+    assert any("grpc.port" in problem for problem in kserve_check(obj))
     obj = copy.deepcopy(runtime)
     del obj["spec"]["containers"]
-    assert any("'containers' is a required property" in problem for problem in crd_problems(obj))
+    assert any("containers" in problem and "required" in problem for problem in kserve_check(obj))
 
 
 # -- KServe's conventions and the server's settings -------------------------------------------------------
