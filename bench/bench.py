@@ -304,7 +304,7 @@ def main() -> int:
         from bench.protocols import report as report_protocols  # noqa: PLC0415
 
         print("\nrows/s over gRPC and REST (binary tensors) vs onnxruntime in process (bench/protocols.py):")
-        report_protocols(measure_protocols(repository, 3.0), 3.0)
+        report_protocols(measure_protocols(repository, 2.0), 2.0)
         return 0 if sum(run["errors"] for run in served.runs) == 0 else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -5,6 +5,10 @@ One server on core 0 (`taskset -c 0`, like bench.bench); the clients (tritonclie
 tritonclient.http with binary inputs and outputs, 4 threads each) on core 1; the in-process baseline
 runs the same model's onnxruntime session with the server's settings (one intra-op thread) on core 0.
 For 1, 64 and 8,192-row requests it prints rows/s of each and the ratio to in-process.
+
+The machine is shared and its speed drifts by tens of percent within minutes, so the three are
+measured in rounds, in-process, REST, gRPC, one after the other for each batch size, and each ratio is
+the median over rounds of the ratio within a round; rows/s are medians over rounds.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,15 +63,20 @@ def rate(make_work: Callable[[], Callable[[], None]], rows: int, seconds: float,
     return sum(done) * rows / (time.monotonic() - started)
 
 
-def in_process(model_path: Path, batch: np.ndarray, seconds: float) -> float:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+def in_process(session: ort.InferenceSession, batch: np.ndarray, seconds: float) -> float:
+    """Rows/s of the session on core 0 (the server's core, idle meanwhile); back on core 1 after."""
     os.sched_setaffinity(0, {0})
     try:
         return rate(lambda: lambda: session.run(None, {"input": batch}), len(batch), seconds, 1)
     finally:
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        os.sched_setaffinity(0, {1})
+
+
+def baseline_session(model_path: Path) -> ort.InferenceSession:
+    """The model's session with the server's settings: one intra-op and one inter-op thread."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
 def server_cpu_seconds(pid: int) -> float:
@@ -74,7 +84,12 @@ def server_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100
 
 
-def measure(repository: Path, seconds: float) -> dict[tuple[str, int], float]:
+Results = dict[tuple[str, int], list[float]]
+
+
+def measure(repository: Path, seconds: float, rounds: int = 3) -> Results:
+    """Per (what, rows): one figure per round: rows/s of "in process", "rest" and "grpc", and the
+    server's CPU seconds of "rest server cpu" and "grpc server cpu"."""
     import tritonclient.grpc as triton_grpc  # noqa: PLC0415  (dev dependencies)
     import tritonclient.http as triton_http  # noqa: PLC0415
 
@@ -83,7 +98,8 @@ def measure(repository: Path, seconds: float) -> dict[tuple[str, int], float]:
     argv += ["--grpc-port", str(grpc_port), "--model-repository", str(repository), "--log-level", "warning"]
     argv += ["--offload-min-rows", "100000"]  # as in process: no thread hop for these batches
     server = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    results: dict[tuple[str, int], float] = {}
+    session = baseline_session(repository / MODEL / "1" / "model.onnx")
+    results: Results = {}
     try:
         wait_for(f"http://127.0.0.1:{port}/v2/models/{MODEL}/ready", server)
         os.sched_setaffinity(0, {1})
@@ -104,56 +120,66 @@ def measure(repository: Path, seconds: float) -> dict[tuple[str, int], float]:
                 output = triton_grpc.InferRequestedOutput("probabilities")
                 return lambda: client.infer(MODEL, [tensor], outputs=[output]).as_numpy("probabilities")
 
-            for name, make in (("rest", rest_client), ("grpc", grpc_client)):
-                before = server_cpu_seconds(server.pid)
-                results[(name, rows)] = rate(make, rows, seconds, CLIENT_THREADS)
-                results[(f"{name} server cpu", rows)] = server_cpu_seconds(server.pid) - before
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-        for rows in BATCHES:
-            batch = np.random.default_rng(rows).normal(size=(rows, FEATURES)).astype(np.float32)
-            results[("in process", rows)] = in_process(
-                repository / MODEL / "1" / "model.onnx", batch, seconds
-            )
+            for _ in range(rounds):
+                results.setdefault(("in process", rows), []).append(in_process(session, batch, seconds))
+                for name, make in (("rest", rest_client), ("grpc", grpc_client)):
+                    before = server_cpu_seconds(server.pid)
+                    results.setdefault((name, rows), []).append(rate(make, rows, seconds, CLIENT_THREADS))
+                    used = server_cpu_seconds(server.pid) - before
+                    results.setdefault((f"{name} server cpu", rows), []).append(used)
     finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
     return results
 
 
-def report(results: dict[tuple[str, int], float], seconds: float) -> float:
+def share(results: Results, name: str, rows: int) -> float:
+    """The median over rounds of `name`'s rows/s over in-process rows/s in the same round."""
+    return statistics.median(
+        ours / base for ours, base in zip(results[(name, rows)], results[("in process", rows)], strict=True)
+    )
+
+
+def report(results: Results, seconds: float) -> float:
     """Prints the table; returns the best protocol's share of in-process rows/s at the largest batch."""
+    rounds = len(results[("in process", BATCHES[0])])
     header = (
         f"{'rows/request':>12}{'in process':>13}{'gRPC':>12}{'REST binary':>13}{'gRPC/in':>9}{'REST/in':>9}"
     )
     print(f"\n{header}{'server CPU gRPC':>17}{'server CPU REST':>17}")
     for rows in BATCHES:
-        base = results[("in process", rows)]
-        grpc, rest = results[("grpc", rows)], results[("rest", rows)]
-        cpu = [results[(f"{name} server cpu", rows)] / seconds for name in ("grpc", "rest")]
+        base, grpc, rest = (
+            statistics.median(results[(name, rows)]) for name in ("in process", "grpc", "rest")
+        )
+        cpu = [
+            statistics.median(results[(f"{name} server cpu", rows)]) / seconds for name in ("grpc", "rest")
+        ]
         print(
-            f"{rows:>12}{base:>13.0f}{grpc:>12.0f}{rest:>13.0f}{grpc / base:>9.2f}{rest / base:>9.2f}"
-            f"{cpu[0]:>16.0%}{cpu[1]:>17.0%}"
+            f"{rows:>12}{base:>13.0f}{grpc:>12.0f}{rest:>13.0f}{share(results, 'grpc', rows):>9.2f}"
+            f"{share(results, 'rest', rows):>9.2f}{cpu[0]:>16.0%}{cpu[1]:>17.0%}"
         )
     largest = BATCHES[-1]
-    best = max(results[("grpc", largest)], results[("rest", largest)]) / results[("in process", largest)]
+    best = max(share(results, "grpc", largest), share(results, "rest", largest))
     print(
-        f"\nat {largest} rows the best protocol reaches {best:.0%} of onnxruntime in process "
-        f"(server on core 0, {CLIENT_THREADS} client threads on core 1; rows/s; "
-        "server CPU: the share of its core it used)"
+        f"\nat {largest} rows the best protocol reaches {best:.0%} of onnxruntime in process (server on "
+        f"core 0, {CLIENT_THREADS} client threads on core 1; rows/s: medians of {rounds} rounds; ratios: "
+        "medians of the ratios within a round; server CPU: the share of its core it used)"
     )
     return best
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="per protocol and batch size")
+    parser.add_argument("--seconds", type=float, default=2.0, help="per protocol, batch size and round")
+    parser.add_argument("--rounds", type=int, default=3, help="in-process, REST, gRPC in turn, this often")
     parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="recap-protocols-") as work:
         repository = args.model_repository.resolve()
         if not (repository / MODEL).is_dir():
             repository = stand_in_repository(Path(work) / "models")
-        report(measure(repository, args.seconds), args.seconds)
+        report(measure(repository, args.seconds, args.rounds), args.seconds)
     return 0
 
 

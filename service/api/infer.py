@@ -57,12 +57,13 @@ class InferHandler:
         )
 
     async def _infer(self, call: Call, model: LoadedModel, head: InferHead) -> Answer:
-        body = await call.read_body(head.receive)
         header_length = None
         if head.binary_header is not None:
             if not head.binary_header.isdigit():
                 raise InvalidInputError(f"{BINARY_HEADER.decode()} must be a non-negative integer")
             header_length = int(head.binary_header)
+        # The binary tensors start after the JSON header: aligned there, the first is used in place.
+        body = await call.read_body(head.receive, align_at=header_length or 0)
         request = decode_request(body, model, header_length)
         if request.timeout_us is not None:
             call.shorten_deadline(request.timeout_us)

@@ -25,6 +25,7 @@ from service.api.generate_request import (
     number_parameter,
     stop_parameter,
 )
+from service.api.pipeline import Body
 from service.api.rest import parse_object
 from service.errors import InvalidInputError, UnsupportedError
 from service.runtime.generation import Generation, GenerationParams, TextModel
@@ -88,7 +89,7 @@ class Prepared:
     prompt_tokens: int
 
 
-def model_of(body: bytes) -> tuple[str, dict[str, Any]]:
+def model_of(body: Body) -> tuple[str, dict[str, Any]]:
     """The model the body names, and the decoded body: the pipeline looks the model up before the rest
     of the body is checked, so a bad field counts against that model."""
     document = parse_object(body)

@@ -36,7 +36,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import anyio.to_thread
 from starlette.types import Receive
@@ -56,7 +56,7 @@ from service.errors import (
     ShuttingDownError,
     UnauthenticatedError,
 )
-from service.http_protocol import body_timed_out
+from service.http_protocol import body_timed_out, whole_body
 from service.keys import KeyStore
 from service.metrics import EndpointMetrics, Metrics, ModelMetrics
 from service.runtime.model import LoadedModel
@@ -91,6 +91,10 @@ class Failure:
     @property
     def message(self) -> str:
         return self.error.message
+
+
+# A request body: bytes, or a view of the buffer a declared body was gathered into.
+Body = bytes | memoryview
 
 
 class Call:
@@ -135,7 +139,7 @@ class Call:
         self.admitted = False
         self.held_model: LoadedModel | None = None
         self.reserved = 0
-        self.declared = False  # the body's length was declared (and reserved) at admission
+        self.declared: int | None = None  # the body's length, where declared (and reserved) at admission
         self._children: EndpointMetrics | None = None  # resolved once the model is known, or at the end
         self.deferred = False
         self._done = False
@@ -150,27 +154,39 @@ class Call:
             self._children = self.metrics.endpoint(self.endpoint)
         return self._children
 
-    async def read_body(self, receive: Receive) -> bytes:
+    async def read_body(self, receive: Receive, align_at: int = 0) -> Body:
         """The whole ASGI request body, refused with 413 once it passes the body limit; a chunked body is
-        counted against --max-inflight-bytes as it arrives."""
+        counted against --max-inflight-bytes as it arrives. A declared body is read in one go into one
+        buffer, with its byte `align_at` 64-byte aligned (see service.http_protocol)."""
+        if self.declared is not None:  # its length is within the limit and reserved
+            pending = whole_body(receive, self.declared, align_at)
+            if pending is not None:
+                body = await pending
+                if body is None:
+                    self._body_failed(receive)
+                return body
         chunks: list[bytes] = []
         seen = 0
         limit = self.limits.max_body_bytes
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                if body_timed_out(receive):
-                    raise RequestTimeoutError("the request body did not arrive in time")
-                raise ClientDisconnectedError("the client disconnected before sending the whole body")
+                self._body_failed(receive)
             chunk = message.get("body", b"")
             seen += len(chunk)
             if seen > limit:
                 raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
-            if not self.declared and self.admitted and chunk:
+            if self.declared is None and self.admitted and chunk:
                 self.admission.reserve(self, len(chunk))
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    @staticmethod
+    def _body_failed(receive: Receive) -> NoReturn:
+        if body_timed_out(receive):
+            raise RequestTimeoutError("the request body did not arrive in time")
+        raise ClientDisconnectedError("the client disconnected before sending the whole body")
 
     def shorten_deadline(self, timeout_us: object) -> None:
         """A client's `timeout` parameter (microseconds, as Triton spells it) may shorten the deadline."""
@@ -324,7 +340,7 @@ Work = Callable[[Call, LoadedModel, A], Awaitable[T]]
 ServerWork = Callable[[Call, A], Awaitable[T]]
 # A protocol that names its model in the body (OpenAI): the model's name and what the work needs of the
 # body (its decoded JSON, say), read from the whole body once admission has let it in.
-NameOf = Callable[[bytes], tuple[str, B]]
+NameOf = Callable[[Body], tuple[str, B]]
 BodyWork = Callable[[Call, LoadedModel, A, B], Awaitable[T]]
 UNAUTHENTICATED = "missing or unknown API key: send the header `Authorization: Bearer <key>`"
 
@@ -406,7 +422,7 @@ class Pipeline:
                     )
                 self.admission.admit(call, content_length)
                 call.admitted = True
-                call.declared = content_length is not None
+                call.declared = content_length
                 model = self.repository.get(model_name, model_version)
                 call.metrics = metrics = model.metrics
                 call._children = metrics.endpoint(endpoint)
@@ -469,7 +485,7 @@ class Pipeline:
             raise PayloadTooLargeError(f"request body of {content_length} bytes is over the limit of {limit}")
         self.admission.admit(call, content_length)
         call.admitted = True
-        call.declared = content_length is not None
+        call.declared = content_length
 
     def _enter(self, call: Call, model_name: str, model_version: str | None = None) -> LoadedModel:
         """`run`'s lookup: the model's metrics from now on, its own concurrency cap, a ready session."""

@@ -36,7 +36,7 @@ IGNORED_UNLOAD_PARAMETERS = frozenset({"unload_dependents"})  # no ensembles her
 async def _options(call: Call, request: Request) -> dict[str, Any]:
     """An optional JSON object body (empty: no options)."""
     body = await call.read_body(request.receive)
-    if not body.strip():
+    if not bytes(body).strip():
         return {}
     document = parse_json(body)
     if type(document) is not dict:

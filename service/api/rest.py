@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from service.api.errors import error_response
 from service.api.front import request_id_of
-from service.api.pipeline import BodyWork, Endpoint, Failure, NameOf, Pipeline, ServerWork, Work
+from service.api.pipeline import Body, BodyWork, Endpoint, Failure, NameOf, Pipeline, ServerWork, Work
 from service.errors import InvalidInputError
 
 A = TypeVar("A")
@@ -21,7 +21,7 @@ B = TypeVar("B")
 FailureEncoder = Callable[[Failure], Response]
 
 
-def parse_json(body: bytes | memoryview) -> Any:
+def parse_json(body: Body) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -31,7 +31,7 @@ def parse_json(body: bytes | memoryview) -> Any:
         raise InvalidInputError(f"request body is not valid JSON: {error}{hint}") from error
 
 
-def parse_object(body: bytes) -> dict[str, Any]:
+def parse_object(body: Body) -> dict[str, Any]:
     """A JSON body that must be an object."""
     document = parse_json(body)
     if type(document) is not dict:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service.api.pipeline import Body
 from service.api.rest import parse_json
 from service.errors import InvalidInputError
 from service.runtime.model import LoadedModel
@@ -53,7 +54,7 @@ def _object(value: object, what: str) -> dict[str, Any]:
     return value
 
 
-def decode_request(body: bytes, model: LoadedModel, header_length: int | None) -> V2Request:
+def decode_request(body: Body, model: LoadedModel, header_length: int | None) -> V2Request:
     """Parse and check a V2 infer body for `model` (already known to be ready)."""
     session = model.require_session()
     if header_length is not None and not 0 <= header_length <= len(body):

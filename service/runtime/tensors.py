@@ -207,7 +207,11 @@ def binary_to_numpy(name: str, datatype: str, shape: list[int], raw: bytes | mem
             f"input {name!r}: shape {shape} of {datatype} needs {expected * dtype.itemsize} bytes of "
             f"binary data, got {len(raw)}"
         )
-    array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=True)
+    array = np.frombuffer(raw, dtype=dtype.newbyteorder("<"))
+    # Used in place only where it is aligned, native and writable: a body gathered into its own buffer
+    # (service.http_protocol). Anything else, a bytes body above all, is copied.
+    if not (array.flags.aligned and array.flags.writeable and array.dtype.isnative):
+        array = array.astype(dtype, copy=True)
     if dtype.kind == "f" and not np.isfinite(array).all():
         raise InvalidInputError(
             f"input {name!r}: {datatype} data must be finite numbers; got NaN or Infinity"

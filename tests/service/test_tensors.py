@@ -80,3 +80,27 @@ def test_v1_values_cast_to_the_model_datatype() -> None:
     assert cast_for_model("x", [[1, 2], [3, 4]], "FP32").dtype == np.float32
     with pytest.raises(InvalidInputError, match="ragged"):
         cast_for_model("x", [[1, 2], [3]], "FP32")
+
+
+def test_binary_data_in_an_aligned_writable_buffer_is_used_in_place() -> None:
+    """The whole-body reader's buffer (aligned, writable) is not copied; bytes, or data at an odd
+    offset, are copied into an aligned array of their own."""
+    values = np.arange(12, dtype=np.float32)
+    storage = np.zeros(64 + values.nbytes + 1, dtype=np.uint8)
+    start = -storage.ctypes.data % 64
+    storage[start : start + values.nbytes] = values.view(np.uint8)
+    aligned = memoryview(storage.data)[start : start + values.nbytes]
+    in_place = binary_to_numpy("x", "FP32", [3, 4], aligned)
+    assert np.shares_memory(in_place, storage)
+    np.testing.assert_array_equal(in_place.ravel(), values)
+    odd = memoryview(storage.data)[start + 1 : start + 1 + values.nbytes]
+    copied = binary_to_numpy("x", "FP32", [12], odd)
+    assert not np.shares_memory(copied, storage) and copied.flags.aligned
+    from_bytes = binary_to_numpy("x", "FP32", [12], values.tobytes())
+    assert from_bytes.flags.writeable and from_bytes.flags.aligned
+    np.testing.assert_array_equal(from_bytes, values)
+    nan = values.copy()
+    nan[5] = np.nan
+    storage[start : start + values.nbytes] = nan.view(np.uint8)
+    with pytest.raises(InvalidInputError, match="finite"):
+        binary_to_numpy("x", "FP32", [12], aligned)
