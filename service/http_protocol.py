@@ -110,6 +110,9 @@ def whole_body(receive: Any, length: int, align_at: int = 0) -> asyncio.Future[m
         return None
     if cycle.disconnected or not cycle.more_body:
         return None  # it came whole with the headers (a small body): one `receive()` takes it as it is
+    if cycle.waiting_for_100_continue and not protocol.transport.is_closing():
+        protocol.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # as uvicorn's receive() does
+        cycle.waiting_for_100_continue = False
     pending = _WholeBody(length, align_at, protocol.loop.create_future())
     if cycle.body:  # what arrived with the headers
         pending.add(cycle.body)

@@ -129,6 +129,27 @@ def test_a_body_in_pieces_with_the_next_request_pipelined_behind_it(server: Runn
         assert orjson.loads(body)["model_name"] == "iris-like"
 
 
+def test_a_client_that_expects_100_continue_gets_it_before_sending_the_body(server: RunningServer) -> None:
+    """curl sends `Expect: 100-continue` for big bodies and waits for the interim answer."""
+    rows = np.random.default_rng(4).normal(size=(40_000, 3)).astype(np.float32)
+    request = binary_infer("identity-fp32", {"input": rows})
+    head, body = request.split(b"\r\n\r\n", 1)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head + b"\r\nExpect: 100-continue\r\n\r\n")
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            chunk = sock.recv(4096)
+            assert chunk, "closed before 100 Continue"
+            interim += chunk
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim
+        sock.sendall(body)
+        responses = Responses(sock)
+        responses.buffer = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
+        status, headers, answer = responses.next()
+        assert status == 200, answer[:300]
+        np.testing.assert_array_equal(binary_output(headers, answer, "output"), rows)
+
+
 def test_one_connection_alternates_big_and_small_bodies(server: RunningServer) -> None:
     """Keep-alive across bodies read whole (the parser is renewed) and small ones read as before."""
     rng = np.random.default_rng(2)
