@@ -14,12 +14,13 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
+from starlette.types import ASGIApp
 
 from service.api import docs, generate, health, openai, openai_encode, repository_api, samples, ui, v1, v2
 from service.api.admission import Limits
 from service.api.drain import Drain
 from service.api.errors import install_handlers
-from service.api.front import FrontDoor
+from service.api.front import FrontDoor, InferEndpoint
 from service.api.infer import InferHandler
 from service.api.metrics_listener import MetricsApp, MetricsListener
 from service.api.pipeline import Pipeline
@@ -133,6 +134,18 @@ async def key_rotation(keys: KeyStore | None) -> AsyncIterator[None]:
             loop.remove_signal_handler(signal.SIGHUP)
 
 
+class ServerApp(FastAPI):
+    """FastAPI with the front door outside FastAPI's own layers (its error, telemetry and body-limit
+    middleware, each a coroutine and a wrapped `send` per request): every request gets its id there,
+    any 500 included, and V2 infer is answered before any of them (it never raises: the request
+    pipeline answers every failure)."""
+
+    infer: InferEndpoint
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return FrontDoor(super().build_middleware_stack(), self.infer)
+
+
 def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
     repository = Repository(
@@ -203,7 +216,7 @@ def create_app(settings: Settings) -> FastAPI:
             if listener is not None:
                 await listener.stop()
 
-    app = FastAPI(
+    app = ServerApp(
         title="recap-serve",
         description="onnxruntime model server: Open Inference Protocol V2, TF-Serving style V1.",
         lifespan=lifespan,
@@ -224,7 +237,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(openai.build_router(state))  # OpenAI completions for the text models
     app.include_router(ui.build_router(state))  # the model browser: /ui pages and what they read
     docs.install_docs(app)
-    # Outermost: every request gets its id there, and V2 infer is answered before routing.
-    app.add_middleware(FrontDoor, infer=infer)
+    app.infer = infer  # the front door's (ServerApp.build_middleware_stack)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -18,6 +18,7 @@ from service.api.front import BINARY_HEADER, REQUEST_ID_HEADER, InferHead
 from service.api.pipeline import Call, Endpoint, Failure, Pipeline
 from service.api.v2_codec import V2Request, decode_request, encode_response
 from service.errors import InvalidInputError
+from service.http_protocol import write_response
 from service.runtime.model import LoadedModel
 from service.runtime.session import RunControl
 
@@ -36,11 +37,10 @@ class InferHandler:
     async def __call__(self, head: InferHead, send: Send) -> None:
         """The front door's fast path: answer on the ASGI `send`."""
         status, content, headers = answer(await self.run(head))
-        headers = [
-            *headers,
-            (b"content-length", b"%d" % len(content)),
-            (REQUEST_ID_HEADER, head.request_id.encode("ascii")),
-        ]
+        headers = [*headers, (REQUEST_ID_HEADER, head.request_id.encode("ascii"))]
+        if write_response(head.receive, status, headers, content):
+            return
+        headers.append((b"content-length", b"%d" % len(content)))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 

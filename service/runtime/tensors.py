@@ -1,8 +1,8 @@
 """V2 tensors <-> numpy, shared by every protocol: datatypes, shapes, JSON data and checks.
 
 The checks are strict and cheap: element types are compared with `set(map(type, flat))` (C speed),
-integer ranges with `min`/`max`, floats with `np.isfinite`. Every message names the tensor, what it
-expected and what came, and never echoes the data.
+integer ranges with `min`/`max`, floats with `np.isfinite` (big binary ones by a sum of squares first).
+Every message names the tensor, what it expected and what came, and never echoes the data.
 """
 
 from __future__ import annotations
@@ -212,13 +212,30 @@ def binary_to_numpy(name: str, datatype: str, shape: list[int], raw: bytes | mem
     # (service.http_protocol). Anything else, a bytes body above all, is copied.
     if not (array.flags.aligned and array.flags.writeable and array.dtype.isnative):
         array = array.astype(dtype, copy=True)
-    if dtype.kind == "f" and not np.isfinite(array).all():
+    if dtype.kind == "f" and not _all_finite(array):
         raise InvalidInputError(
             f"input {name!r}: {datatype} data must be finite numbers; got NaN or Infinity"
         )
     if dtype.kind == "b" and array.view(np.uint8).max(initial=0) > 1:
         raise InvalidInputError(f"input {name!r}: BOOL binary data must hold bytes 0 or 1")
     return array.reshape(shape)
+
+
+_DOT_CHECK_MIN = 4096
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """Whether a float array holds no NaN or Infinity, in one pass without a temporary where BLAS can:
+    a sum of squares is NaN or Infinity if any element is (they propagate, and squares cannot cancel an
+    Infinity), so only a sum that overflowed (elements near the type's range) needs the exact check.
+    FP16 has no BLAS dot; below a few thousand elements the exact check is as cheap."""
+    if array.dtype.itemsize >= 4 and array.size >= _DOT_CHECK_MIN:
+        flat = array.reshape(-1)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow here is expected, not an error
+            squares = np.dot(flat, flat)
+        if np.isfinite(squares):
+            return True
+    return bool(np.isfinite(array).all())
 
 
 def _deserialize_bytes(name: str, raw: bytes | memoryview, expected: int) -> np.ndarray:

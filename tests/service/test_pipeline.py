@@ -132,6 +132,21 @@ def test_every_response_carries_a_request_id(fresh: TestClient) -> None:
     assert all(i.startswith(prefix + "-") for i in ids)  # one process, one prefix, a counter
 
 
+def test_the_front_door_is_outside_fastapis_own_middleware(fresh: TestClient) -> None:
+    """V2 infer passes none of FastAPI's layers, and even FastAPI's own 500 gets the request id."""
+
+    def boom() -> None:
+        raise RuntimeError("secret internal detail")
+
+    fresh.app.add_api_route("/boom", boom)  # type: ignore[attr-defined]
+    assert fresh.get("/v2/health/live").status_code == 200  # the stack is built
+    assert type(fresh.app.middleware_stack).__name__ == "FrontDoor"  # type: ignore[attr-defined]
+    answer = fresh.get("/boom", headers={"x-request-id": "the-500"})
+    assert answer.status_code == 500
+    assert answer.headers["x-request-id"] == "the-500"
+    assert "secret" not in answer.text
+
+
 def test_the_client_request_id_comes_back_and_the_v2_id_stays(fresh: TestClient) -> None:
     body = IRIS_ROW | {"id": "v2-request-7"}
     answer = fresh.post("/v2/models/iris-like/infer", json=body, headers={"x-request-id": "client-id.42"})

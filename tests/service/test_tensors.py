@@ -76,6 +76,28 @@ def test_binary_size_and_nan_checks() -> None:
         binary_to_numpy("x", "BYTES", [1], b"\1\0")
 
 
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("position", [0, 7, 4095, -1])
+def test_every_non_finite_value_is_refused_wherever_it_is(datatype: str, bad: float, position: int) -> None:
+    """The binary check sums squares first (one pass): NaN, +Inf and -Inf anywhere still come out."""
+    values = np.random.default_rng(0).normal(size=8192).astype(DATATYPES[datatype])
+    values[position] = bad
+    with pytest.raises(InvalidInputError, match="finite"):
+        binary_to_numpy("x", datatype, [8192], values.tobytes())
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "FP64"])
+def test_finite_values_whose_squares_overflow_are_accepted(datatype: str) -> None:
+    """Near the type's range the sum of squares overflows; the exact check then lets them through."""
+    big = np.finfo(DATATYPES[datatype]).max
+    values = np.ones(8192, dtype=DATATYPES[datatype])
+    values[[3, 5000]] = big, -big
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(np.dot(values, values))
+    np.testing.assert_array_equal(binary_to_numpy("x", datatype, [8192], values.tobytes()), values)
+
+
 def test_v1_values_cast_to_the_model_datatype() -> None:
     assert cast_for_model("x", [[1, 2], [3, 4]], "FP32").dtype == np.float32
     with pytest.raises(InvalidInputError, match="ragged"):

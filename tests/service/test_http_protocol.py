@@ -1,0 +1,246 @@
+"""service.http_protocol on uvicorn's real protocol, with a transport that records what it is given.
+
+The event loop is real; only the socket is not: each test hands bytes to the transport's protocol the way
+uvloop does (`get_buffer`, fill, `buffer_updated`) and reads back every `write` the server made, so the
+number of writes per response and the state after it are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvicorn
+from uvicorn.server import ServerState
+
+from service.http_protocol import guarded_protocol, write_response
+
+App = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+class RecordingTransport(asyncio.Transport):
+    """What uvicorn's protocol needs of a transport; keeps each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.reading = True
+        self.protocol: Any = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.protocol
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def feed(self, data: bytes) -> None:
+        """Hand `data` to the protocol as uvloop would: into the buffer it offers, as often as needed."""
+        while data:
+            buffer = self.protocol.get_buffer(-1)
+            size = min(len(buffer), len(data))
+            buffer[:size] = data[:size]
+            data = data[size:]
+            self.protocol.buffer_updated(size)
+
+
+async def one_write_app(scope: Any, receive: Any, send: Any) -> None:
+    """Answers with write_response where it can, through ASGI where it cannot."""
+    body = b"you asked for " + scope["path"].encode()
+    while (await receive())["more_body"]:
+        pass
+    if not write_response(receive, 200, [(b"content-type", b"text/plain")], body):
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def connect(app: App = one_write_app, *, access_log: bool = False) -> RecordingTransport:
+    config = uvicorn.Config(app, access_log=access_log, log_config=None, lifespan="off")
+    protocol = guarded_protocol(10.0, 60.0)(config=config, server_state=ServerState(), app_state={})
+    protocol.access_log = access_log  # uvicorn reads it from the access logger's handlers
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    return transport
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(test())
+
+
+def test_a_whole_response_goes_out_in_one_write() -> None:
+    async def test() -> None:
+        transport = connect()
+        transport.feed(get("/one"))
+        await settle()
+        assert transport.writes == [
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 18\r\n\r\nyou asked for /one"
+        ]
+        assert not transport.closed  # keep-alive
+
+    run(test)
+
+
+def test_pipelined_requests_are_answered_in_order_one_write_each() -> None:
+    async def test() -> None:
+        transport = connect()
+        transport.feed(get("/a") + get("/bb") + get("/ccc"))
+        await settle()
+        assert [w.rsplit(b"\r\n\r\n", 1)[1] for w in transport.writes] == [
+            b"you asked for /a",
+            b"you asked for /bb",
+            b"you asked for /ccc",
+        ]
+
+    run(test)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [get("/x", "Connection: close\r\n"), b"GET /x HTTP/1.0\r\nHost: x\r\n\r\n"],
+    ids=["connection-close", "http-1.0"],
+)
+def test_a_response_that_ends_the_connection_says_so_and_closes(request_bytes: bytes) -> None:
+    async def test() -> None:
+        transport = connect()
+        transport.feed(request_bytes)
+        await settle()
+        assert len(transport.writes) == 1
+        assert b"\r\nconnection: close\r\n" in transport.writes[0]
+        assert transport.closed
+
+    run(test)
+
+
+def test_with_the_access_log_on_the_response_goes_through_uvicorns_send() -> None:
+    async def test() -> None:
+        transport = connect(access_log=True)
+        transport.feed(get("/logged"))
+        await settle()
+        assert len(transport.writes) == 2  # status and headers, then the body: uvicorn logged it
+        assert transport.writes[1] == b"you asked for /logged"
+
+    run(test)
+
+
+def test_a_response_already_started_is_not_written_again() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        assert not write_response(receive, 500, [], b"no")
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def test() -> None:
+        transport = connect(app)
+        transport.feed(get("/"))
+        await settle()
+        assert b"".join(transport.writes) == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+    run(test)
+
+
+def test_connections_sharing_the_read_buffer_each_get_their_own_request() -> None:
+    """One read buffer per thread serves every connection: bytes of two requests that arrive
+    interleaved, a few at a time, still make two whole requests."""
+
+    async def test() -> None:
+        first, second = connect(), connect()
+        a = get("/first-connection", "X-Pad: " + "a" * 300 + "\r\n")
+        b = get("/second", "X-Pad: " + "b" * 500 + "\r\n")
+        for start in range(0, max(len(a), len(b)), 7):
+            first.feed(a[start : start + 7])
+            second.feed(b[start : start + 7])
+        await settle()
+        assert first.writes[0].endswith(b"you asked for /first-connection")
+        assert second.writes[0].endswith(b"you asked for /second")
+
+    run(test)
+
+
+def test_a_big_body_pauses_reading_until_the_app_asks_for_it() -> None:
+    """The rest waits in the socket (for whole_body, or for receive(), which resumes reading)."""
+    seen: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        size = 0
+        while True:
+            message = await receive()
+            size += len(message["body"])
+            if not message["more_body"]:
+                break
+        seen.append(size)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def test() -> None:
+        transport = connect(app)
+        body = b"z" * 200_000
+        head = f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        transport.feed(head + body[:40_000])
+        assert not transport.reading
+        await settle()
+        assert transport.reading  # receive() asked for more
+        transport.feed(body[40_000:])
+        await settle()
+        assert seen == [200_000]
+        assert transport.writes[0].startswith(b"HTTP/1.1 204 ")
+
+    run(test)
+
+
+def test_a_body_left_unread_by_an_answered_request_is_drained_and_the_connection_goes_on() -> None:
+    """An app that answers before the body (admission's 503, say) must not leave reading paused."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        body = b"busy"
+        headers = [(b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def test() -> None:
+        transport = connect(app)
+        body = b"z" * 300_000
+        head = f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        transport.feed(head + body[:40_000])
+        await settle()
+        assert transport.writes[0].startswith(b"HTTP/1.1 503 ")
+        for start in range(40_000, len(body), 50_000):
+            assert transport.reading, f"reading paused at byte {start} of a body nobody will read"
+            transport.feed(body[start : start + 50_000])
+        transport.feed(get("/next"))
+        await settle()
+        answers = [w for w in transport.writes if w.startswith(b"HTTP/1.1 ")]  # ASGI: head, then body
+        assert len(answers) == 2 and answers[1].startswith(b"HTTP/1.1 503 ")
+
+    run(test)
