@@ -208,9 +208,10 @@ def binary_to_numpy(name: str, datatype: str, shape: list[int], raw: bytes | mem
             f"binary data, got {len(raw)}"
         )
     array = np.frombuffer(raw, dtype=dtype.newbyteorder("<"))
-    # Used in place only where it is aligned, native and writable: a body gathered into its own buffer
-    # (service.http_protocol). Anything else, a bytes body above all, is copied.
-    if not (array.flags.aligned and array.flags.writeable and array.dtype.isnative):
+    # Used in place where it is aligned and native (a body gathered into its own buffer, a gRPC
+    # bytes field): onnxruntime reads a read-only array without a copy, and nothing writes to a feed.
+    # A misaligned slice of a body is copied.
+    if not (array.flags.aligned and array.dtype.isnative):
         array = array.astype(dtype, copy=True)
     if dtype.kind == "f" and not _all_finite(array):
         raise InvalidInputError(

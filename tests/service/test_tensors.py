@@ -104,9 +104,9 @@ def test_v1_values_cast_to_the_model_datatype() -> None:
         cast_for_model("x", [[1, 2], [3]], "FP32")
 
 
-def test_binary_data_in_an_aligned_writable_buffer_is_used_in_place() -> None:
-    """The whole-body reader's buffer (aligned, writable) is not copied; bytes, or data at an odd
-    offset, are copied into an aligned array of their own."""
+def test_aligned_binary_data_is_used_in_place() -> None:
+    """The whole-body reader's buffer and a bytes object (a gRPC field: read-only) are not copied; data at
+    an odd offset is copied into an aligned array of its own."""
     values = np.arange(12, dtype=np.float32)
     storage = np.zeros(64 + values.nbytes + 1, dtype=np.uint8)
     start = -storage.ctypes.data % 64
@@ -118,9 +118,12 @@ def test_binary_data_in_an_aligned_writable_buffer_is_used_in_place() -> None:
     odd = memoryview(storage.data)[start + 1 : start + 1 + values.nbytes]
     copied = binary_to_numpy("x", "FP32", [12], odd)
     assert not np.shares_memory(copied, storage) and copied.flags.aligned
-    from_bytes = binary_to_numpy("x", "FP32", [12], values.tobytes())
-    assert from_bytes.flags.writeable and from_bytes.flags.aligned
+    raw = values.tobytes()
+    from_bytes = binary_to_numpy("x", "FP32", [12], memoryview(raw))
+    assert np.shares_memory(from_bytes, np.frombuffer(raw, np.uint8)) and from_bytes.flags.aligned
     np.testing.assert_array_equal(from_bytes, values)
+    odd_bytes = binary_to_numpy("x", "FP64", [1], memoryview(b"x" + raw[:8])[1:])
+    assert odd_bytes.flags.aligned and odd_bytes.flags.writeable
     nan = values.copy()
     nan[5] = np.nan
     storage[start : start + values.nbytes] = nan.view(np.uint8)
