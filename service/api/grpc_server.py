@@ -174,14 +174,10 @@ class Servicer:
 
         return await self._model_call(METADATA, work, request, context, model=(request.name, request.version))
 
-    async def ModelInfer(  # noqa: N802
-        self, request: Any, context: grpc.aio.ServicerContext, size: int | None = None
-    ) -> Any:
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext, size: int) -> Any:  # noqa: N802
         """`size`: the request's length on the wire (ByteSize() would serialize the whole message again,
         two copies of every tensor, some 6 % of an 8,192-row call)."""
         model = (request.model_name, request.model_version)
-        if size is None:
-            size = request.ByteSize()
         return await self._model_call(INFER, self._infer, request, context, model=model, size=size)
 
     async def _infer(self, call: Call, model: LoadedModel, argument: tuple[Any, Any]) -> Any:
