@@ -64,3 +64,30 @@ def test_parity_failure_is_an_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ExportError, match="differs"):
         export(Drifting().eval(), s, tmp_path / "d.onnx", {})
+
+
+@pytest.mark.parametrize(
+    ("drift", "passes"),
+    [(2.0**-15, True), (0.01, False)],  # one float32 step at 256-512 (over 1e-5 absolute); 3e-5 relative
+)
+def test_the_parity_tolerance_is_relative_for_outputs_over_one(
+    tmp_path: Path, drift: float, passes: bool
+) -> None:
+    """A regression's outputs in the hundreds: one float32 step apart passes a 1e-5 tolerance, a
+    relative difference over it does not."""
+
+    class Offset(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
+            return x.sum(dim=1) + 300.0 + (0.0 if exporting else drift)
+
+    s = ExportSpec(
+        ["input"], ["out"], (torch.randn(2, 4),), (torch.randn(3, 4),),
+        {"input": {0: "batch"}, "out": {0: "batch"}}, tolerance=1e-5,
+    )  # fmt: skip
+    if passes:
+        record = export(Offset().eval(), s, tmp_path / "o.onnx", {})
+        assert record["parity_max_abs_diff"] > 1e-5  # what an absolute tolerance refused
+    else:
+        with pytest.raises(ExportError, match="differs"):
+            export(Offset().eval(), s, tmp_path / "o.onnx", {})

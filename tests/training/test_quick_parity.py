@@ -73,7 +73,9 @@ def test_onnxruntime_matches_torch(
     tolerance = 1e-5 if name in TIGHT else 1e-4
     for r, g in zip(refs, got, strict=True):
         assert r.shape == g.shape
-        assert float(np.max(np.abs(r.numpy() - g))) <= tolerance
+        # Absolute under 1, relative above: the regression's outputs in the hundreds are 1.5e-5 apart
+        # at one float32 step.
+        np.testing.assert_allclose(g, r.numpy(), rtol=tolerance, atol=tolerance)
     # The written manifest is the contract the server reads.
     on_disk = json.loads((folder / "model.json").read_text())
     assert on_disk["sha256"] == manifest["sha256"]
