@@ -18,10 +18,11 @@ chunk three times after the kernel (httptools' slice, uvicorn's bytearray, the b
 1 MB tensor took some 16 round trips through the event loop and four copies. A body whose length was
 declared, checked against --max-body-bytes and reserved by admission is instead read by the reader
 straight into one buffer of that length: the kernel copies the rest of the body there, placed so that
-the binary tensor data after the JSON header starts 64-byte aligned (numpy then uses it in place). Then
-the parser reads on, a fresh one for the next request on the connection (httptools never saw those
-body bytes). Reading pauses once 32 KiB of a body are held, so the rest waits in the socket for the
-whole-body read (or for the app's `receive()`).
+the binary tensor data after the JSON header starts 64-byte aligned (numpy then uses it in place); what
+the socket already holds is read at once, from the app's task (`read_queued`). Then the parser reads
+on, a fresh one for the next request on the connection (httptools never saw those body bytes). Reading
+pauses once 32 KiB of a body are held, so the rest waits in the socket for the whole-body read (or for
+the app's `receive()`).
 
 The V2 infer fast path answers with `write_response`: status line, headers and body in one write.
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import weakref
 from typing import Any, ClassVar
@@ -154,8 +156,9 @@ def whole_body(receive: Any, length: int, align_at: int = 0) -> asyncio.Future[m
         pending.add(cycle.body)
         cycle.body = bytearray()
     setattr(cycle, _WHOLE_BODY_MARK, pending)
-    protocol.reader.pending = pending
-    protocol.flow.resume_reading()
+    if not protocol.read_queued(pending):
+        protocol.reader.pending = pending
+        protocol.flow.resume_reading()
     return pending.done
 
 
@@ -200,6 +203,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self.reader = _Reader(self)
         transport.set_protocol(self.reader)
+        # A plain TCP socket's descriptor, for read_queued (TLS bytes must go through the transport).
+        sock = transport.get_extra_info("socket")
+        plain = sock is not None and transport.get_extra_info("ssl_object") is None
+        self.socket_fd: int | None = sock.fileno() if plain else None
         self._wait(_HEADERS)  # a connection that never sends a byte is a slow client too
         cls = type(self)
         cls._watched.add(self)
@@ -229,6 +236,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # buffer, or for the app's receive(), which resumes reading (uvicorn pauses at 64 KiB). Once
             # answered (a 503 before the body, say), the rest is read and dropped as uvicorn does.
             self.flow.pause_reading()
+
+    def read_queued(self, pending: _WholeBody) -> bool:
+        """Read what the socket already holds of a gathered body straight into its buffer, now, from the
+        app's task; True if that made it whole. A big body has usually arrived by the time the app asks
+        for it, and a read here spares the loop's round trip (a wake-up of the reader, then of the task)
+        and leaves the body in the cache for the checks and the model. Safe beside the loop: it reads a
+        connection between callbacks and tasks, and every byte it read went through the parser, so the
+        socket's next bytes are the body's; the read stops at the body's end (what follows is the next
+        request's)."""
+        if self.socket_fd is None:
+            return False
+        try:
+            got = os.readv(self.socket_fd, [pending.buffer[pending.filled : pending.end]])
+        except OSError:  # nothing waiting (EAGAIN), or an error the loop's own read reports next
+            return False
+        pending.filled += got  # 0: the client closed; the loop's read finds that out
+        if pending.filled < pending.end:
+            return False
+        self.body_read()
+        return True
 
     def body_read(self) -> None:
         """The reader filled the body: the HTTP protocol reads the connection again, and the body is

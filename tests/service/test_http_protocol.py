@@ -8,6 +8,7 @@ number of writes per response and the state after it are exact.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from service.http_protocol import guarded_protocol, write_response
+from service.http_protocol import guarded_protocol, whole_body, write_response
 
 App = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -78,11 +79,25 @@ async def one_write_app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": body})
 
 
-def connect(app: App = one_write_app, *, access_log: bool = False) -> RecordingTransport:
+class SocketTransport(RecordingTransport):
+    """A recording transport over a real (non-blocking) socket, which it offers as its `socket`; bytes
+    reach the protocol only through `feed`, as if the loop had read them."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.sock if name == "socket" else super().get_extra_info(name, default)
+
+
+def connect(
+    app: App = one_write_app, *, access_log: bool = False, transport: RecordingTransport | None = None
+) -> RecordingTransport:
     config = uvicorn.Config(app, access_log=access_log, log_config=None, lifespan="off")
     protocol = guarded_protocol(10.0, 60.0)(config=config, server_state=ServerState(), app_state={})
     protocol.access_log = access_log  # uvicorn reads it from the access logger's handlers
-    transport = RecordingTransport()
+    transport = transport or RecordingTransport()
     protocol.connection_made(transport)
     return transport
 
@@ -242,5 +257,71 @@ def test_a_body_left_unread_by_an_answered_request_is_drained_and_the_connection
         await settle()
         answers = [w for w in transport.writes if w.startswith(b"HTTP/1.1 ")]  # ASGI: head, then body
         assert len(answers) == 2 and answers[1].startswith(b"HTTP/1.1 503 ")
+
+    run(test)
+
+
+async def gathering_app(scope: Any, receive: Any, send: Any) -> None:
+    """Gathers its declared body with whole_body (as the request pipeline does) and answers its length
+    and a digest of it."""
+    length = int(dict(scope["headers"])[b"content-length"])
+    pending = whole_body(receive, length)
+    assert pending is not None
+    body = await pending
+    assert body is not None
+    answer = b"%d %d" % (len(body), sum(bytes(body[::997])))
+    assert write_response(receive, 200, [], answer)
+
+
+def big_post(body: bytes) -> bytes:
+    return f"POST /gather HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def expected_answer(body: bytes) -> bytes:
+    return b"%d %d" % (len(body), sum(body[::997]))
+
+
+def test_a_body_waiting_in_the_socket_is_read_at_once_and_the_next_request_is_left_there() -> None:
+    """The rest of the body was in the socket when the app asked: read from the app's task, without a
+    read by the loop, exactly to the body's end (the pipelined request behind it stays in the socket)."""
+    body = bytes(range(256)) * 1200  # 307,200 bytes
+    request = big_post(body)
+    following = get("/next")
+
+    async def test() -> None:
+        ours, peer = socket.socketpair()
+        ours.setblocking(False)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
+        with ours, peer:
+            transport = SocketTransport(ours)
+            connect(gathering_app, transport=transport)
+            peer.sendall(request[40_000:] + following)  # waiting before the loop could read any of it
+            transport.feed(request[:40_000])  # the loop's read: the headers and the body's start
+            await settle()
+            assert transport.writes[0].endswith(b"\r\n\r\n" + expected_answer(body))
+            assert transport.protocol.pending is None  # the reader gathered nothing
+            assert ours.recv(1 << 16) == following
+
+    run(test)
+
+
+def test_a_body_partly_in_the_socket_gets_the_rest_through_the_reader() -> None:
+    body = bytes(range(251)) * 1000
+    request = big_post(body)
+
+    async def test() -> None:
+        ours, peer = socket.socketpair()
+        ours.setblocking(False)
+        with ours, peer:
+            transport = SocketTransport(ours)
+            connect(gathering_app, transport=transport)
+            peer.sendall(request[40_000:100_000])  # only part of the rest has arrived
+            transport.feed(request[:40_000])
+            await settle()
+            assert transport.writes == [] and transport.reading  # the reader waits for the rest
+            transport.feed(request[100_000:])  # the loop reads on, as it arrives
+            await settle()
+            assert len(transport.writes) == 1
+            assert transport.writes[0].endswith(b"\r\n\r\n" + expected_answer(body))
 
     run(test)
