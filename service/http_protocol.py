@@ -240,12 +240,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def read_queued(self, pending: _WholeBody) -> bool:
         """Read what the socket already holds of a gathered body straight into its buffer, now, from the
         app's task; True if that made it whole. A big body has usually arrived by the time the app asks
-        for it, and a read here spares the loop's round trip (a wake-up of the reader, then of the task)
-        and leaves the body in the cache for the checks and the model. Safe beside the loop: it reads a
-        connection between callbacks and tasks, and every byte it read went through the parser, so the
-        socket's next bytes are the body's; the read stops at the body's end (what follows is the next
-        request's)."""
-        if self.socket_fd is None:
+        for it, and a read here spares the loop's round trip (a wake-up of the reader, then of the task).
+        Safe beside the loop: it reads a connection between callbacks and tasks, and every byte it read
+        went through the parser, so the socket's next bytes are the body's; the read stops at the body's
+        end (what follows is the next request's). Not once the transport is closing: its descriptor may
+        be closed, and its number another connection's."""
+        if self.socket_fd is None or self.transport.is_closing():
             return False
         try:
             got = os.readv(self.socket_fd, [pending.buffer[pending.filled : pending.end]])
