@@ -211,6 +211,14 @@ def test_https_with_the_tests_own_certificate(
         x = triton.InferInput("input", [1, 4], "FP32")
         x.set_data_from_numpy(np.full((1, 4), 0.1, dtype=np.float32))
         assert client.infer("iris-like", [x], headers=bearer(OLD)).as_numpy("probabilities").shape == (1, 3)
+        # A body big enough to be gathered whole (service.http_protocol): over TLS it goes through the
+        # transport, never the socket's encrypted bytes.
+        rows = np.random.default_rng(5).normal(size=(60_000, 3)).astype(np.float32)
+        big = triton.InferInput("input", list(rows.shape), "FP32")
+        big.set_data_from_numpy(rows, binary_data=True)
+        output = triton.InferRequestedOutput("output", binary_data=True)
+        echoed = client.infer("identity-fp32", [big], outputs=[output], headers=bearer(OLD))
+        np.testing.assert_array_equal(echoed.as_numpy("output"), rows)
         client.close()  # an open TLS connection would hold the server's shutdown for its TLS timeout
     finally:
         process.send_signal(signal.SIGINT)
