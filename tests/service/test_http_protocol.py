@@ -8,8 +8,9 @@ number of writes per response and the state after it are exact.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -273,6 +274,18 @@ async def gathering_app(scope: Any, receive: Any, send: Any) -> None:
     assert write_response(receive, 200, [], answer)
 
 
+@contextlib.contextmanager
+def gathering_connection() -> Iterator[tuple[SocketTransport, socket.socket]]:
+    """gathering_app on a transport over one end of a socket pair (non-blocking, as the loop's); the
+    test writes to the other end what has arrived in the socket."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    with ours, peer:
+        transport = SocketTransport(ours)
+        connect(gathering_app, transport=transport)
+        yield transport, peer
+
+
 def big_post(body: bytes) -> bytes:
     return f"POST /gather HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
 
@@ -289,18 +302,13 @@ def test_a_body_waiting_in_the_socket_is_read_at_once_and_the_next_request_is_le
     following = get("/next")
 
     async def test() -> None:
-        ours, peer = socket.socketpair()
-        ours.setblocking(False)
-        peer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
-        with ours, peer:
-            transport = SocketTransport(ours)
-            connect(gathering_app, transport=transport)
+        with gathering_connection() as (transport, peer):
             peer.sendall(request[40_000:] + following)  # waiting before the loop could read any of it
             transport.feed(request[:40_000])  # the loop's read: the headers and the body's start
             await settle()
             assert transport.writes[0].endswith(b"\r\n\r\n" + expected_answer(body))
             assert transport.protocol.pending is None  # the reader gathered nothing
-            assert ours.recv(1 << 16) == following
+            assert transport.sock.recv(1 << 16) == following
 
     run(test)
 
@@ -310,11 +318,7 @@ def test_a_body_partly_in_the_socket_gets_the_rest_through_the_reader() -> None:
     request = big_post(body)
 
     async def test() -> None:
-        ours, peer = socket.socketpair()
-        ours.setblocking(False)
-        with ours, peer:
-            transport = SocketTransport(ours)
-            connect(gathering_app, transport=transport)
+        with gathering_connection() as (transport, peer):
             peer.sendall(request[40_000:100_000])  # only part of the rest has arrived
             transport.feed(request[:40_000])
             await settle()
@@ -334,16 +338,12 @@ def test_nothing_is_read_from_the_socket_of_a_closing_transport() -> None:
     request = big_post(body)
 
     async def test() -> None:
-        ours, peer = socket.socketpair()
-        ours.setblocking(False)
-        with ours, peer:
-            transport = SocketTransport(ours)
-            connect(gathering_app, transport=transport)
+        with gathering_connection() as (transport, peer):
             peer.sendall(request[40_000:])
             transport.feed(request[:40_000])
             transport.closed = True  # closing before the app asks for the body
             await settle()
             assert transport.writes == []
-            assert ours.recv(1 << 20) == request[40_000:]
+            assert transport.sock.recv(1 << 20) == request[40_000:]
 
     run(test)
