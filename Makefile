@@ -82,7 +82,7 @@ BENCH_ARGS ?=
 bench: install
 	$(PY) -m bench.bench $(BENCH_ARGS)
 
-## bench-ab: the no-regression rule: this checkout vs BASE (default HEAD^), 3 alternating runs each
+## bench-ab: the no-regression rule: this checkout vs BASE (default HEAD^), side by side in 3 windows
 BASE ?= HEAD^
 bench-ab: install
 	$(PY) -m bench.bench --ab $(BASE) $(BENCH_ARGS)

@@ -12,10 +12,13 @@ per request, and its resident memory with the whole repository loaded. Not a tes
     python -m bench.bench --workers          # --workers 1 vs 2, nothing pinned (bench/workers.py)
 
 `--ab` is the project's no-regression rule: the two servers (the old code extracted with `git archive`,
-both on the same model repository and the same venv) run alternately, `--rounds` times each, and the
-median server CPU us/request of each and their ratio are printed. "No regression" means the new
-median is at most 5 % above the old one. CPU time per request is less sensitive to other load on the
-machine than req/s; check `vmstat 1 5` before quoting a figure anyway.
+both on the same model repository and the same venv) run side by side, both on core 0, each loaded by
+its own wrk on core 1 at the same time, in `--rounds` windows; each window gives each server's CPU
+us/request and their ratio, and the verdict takes the median of those ratios. "No regression" means it
+is at most 1.05. Both servers see the same machine in every window: this machine's speed drifts by tens
+of percent within seconds, which made two runs taken one after the other disagree by more than the
+changes they compared (an A/A of the same code measured 0.84-1.19 per pair of runs, side by side
+0.99-1.01 per window). `--keys` measures the same way. Check `vmstat 1 5` before quoting a figure.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -46,7 +50,7 @@ from onnx import TensorProto, helper, numpy_helper
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "breast-cancer-mlp"
 FEATURES = 30
-NO_REGRESSION = 1.05  # new median CPU us/request at most 5 % above the old one
+NO_REGRESSION = 1.05  # new CPU us/request at most 5 % above the old one (the median of the windows)
 KEYED_RPS_FLOOR = 0.95  # with a key, at least 0.95x the req/s of the same server without keys
 # The same uvicorn settings as `python -m service` uses.
 UVICORN_FLAGS = ["--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
@@ -153,6 +157,24 @@ def run_wrk(
 
 
 @dataclass
+class Running:
+    """A started server."""
+
+    process: subprocess.Popen[bytes]
+    base: str  # http://127.0.0.1:<port>
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+@dataclass
 class Target:
     """One server to measure: how to start it, where it answers, and what it measured."""
 
@@ -165,8 +187,8 @@ class Target:
     authorization: str = ""  # the header wrk sends, for a keyed server
     runs: list[dict[str, float]] = field(default_factory=list)
 
-    def measure(self, body_file: Path, duration: int, connections: int) -> dict[str, float]:
-        """Start the server on core 0, warm it up, run wrk on core 1, stop it; the figures of one run."""
+    def start(self) -> Running:
+        """Start the server on core 0 and wait until it is ready."""
         port = free_port()
         argv = ["taskset", "-c", "0", *(part.replace("{port}", str(port)) for part in self.argv)]
         process = subprocess.Popen(
@@ -176,23 +198,34 @@ class Target:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
+        running = Running(process, f"http://127.0.0.1:{port}")
         try:
-            base = f"http://127.0.0.1:{port}"
-            wait_for(base + self.ready_path, process)
-            resident = rss_mib(process.pid)
-            run_wrk(base + self.infer_path, body_file, 2, connections, self.authorization)  # warm-up
-            before = cpu_seconds(process.pid)
-            result = run_wrk(base + self.infer_path, body_file, duration, connections, self.authorization)
-            spent = cpu_seconds(process.pid) - before
-        finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            wait_for(running.base + self.ready_path, process)
+        except BaseException:
+            running.stop()
+            raise
+        return running
+
+    def load(self, running: Running, body_file: Path, duration: int, connections: int) -> dict[str, float]:
+        """wrk on core 1 against the running server; its figures and the server's CPU us/request."""
+        before, started = cpu_seconds(running.process.pid), time.monotonic()
+        result = run_wrk(running.base + self.infer_path, body_file, duration, connections, self.authorization)
+        spent = cpu_seconds(running.process.pid) - before
+        result["started"], result["ended"] = started, time.monotonic()
         result["cpu_us"] = spent / max(result["rps"] * duration, 1) * 1e6
-        result["rss_mib"] = resident
+        result["rss_mib"] = rss_mib(running.process.pid)
+        return result
+
+    def measure(self, body_file: Path, duration: int, connections: int) -> dict[str, float]:
+        """Start the server alone on core 0, warm it up, run wrk on core 1, stop it; one run's figures."""
+        running = self.start()
+        try:
+            resident = rss_mib(running.process.pid)
+            self.load(running, body_file, 2, connections)  # warm-up
+            result = self.load(running, body_file, duration, connections)
+        finally:
+            running.stop()
+        result["rss_mib"] = resident  # before any request: the repository loaded, nothing more
         self.runs.append(result)
         return result
 
@@ -208,7 +241,9 @@ def recap_target(label: str, repository: Path, code: Path = ROOT) -> Target:
         ready_path=f"/v2/models/{MODEL}/ready",
         infer_path=f"/v2/models/{MODEL}/infer",
         cwd=code,
-        env={"RECAP_LOG_LEVEL": "warning", "PYTHONPATH": str(code)},
+        # No gRPC listener: two servers side by side would both want its default port (an env var, which
+        # a commit from before --grpc-port ignores).
+        env={"RECAP_LOG_LEVEL": "warning", "RECAP_GRPC_PORT": "0", "PYTHONPATH": str(code)},
     )
 
 
@@ -260,7 +295,9 @@ def main() -> int:
     parser.add_argument(
         "--ab", nargs="?", const="HEAD^", metavar="COMMIT", help="A/B: this checkout vs COMMIT (HEAD^)"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="A/B, keys: runs of each server, alternating")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="A/B, keys: windows side by side; workers: alternating runs"
+    )
     parser.add_argument("--keys", action="store_true", help="the server without and with an API key")
     parser.add_argument(
         "--workers", action="store_true", help="1 vs 2 worker processes sharing the cores with wrk"
@@ -310,17 +347,61 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def alternate(targets: tuple[Target, Target], measure: tuple[Path, int, int], rounds: int) -> None:
-    """Each target `rounds` times, alternating which goes first."""
-    first, second = targets
-    for round_number in range(1, rounds + 1):
-        for target in (first, second) if round_number % 2 else (second, first):
-            result = target.measure(*measure)
+def side_by_side(targets: tuple[Target, Target], measure: tuple[Path, int, int], rounds: int) -> None:
+    """Both servers at once on core 0, each loaded by its own wrk on core 1 in the same windows (one
+    warm-up window, then `rounds`): each window's figures join each target's runs, so run i of one and
+    run i of the other saw the same machine."""
+    body_file, duration, connections = measure
+    running: list[Running] = []
+    try:
+        for target in targets:
+            running.append(target.start())
+        window(targets, running, body_file, 2, connections)  # warm-up
+        for round_number in range(1, rounds + 1):
+            results = window(targets, running, body_file, duration, connections)
+            for target, result in zip(targets, results, strict=True):
+                target.runs.append(result)
+            first, second = results
             print(
-                f"round {round_number} {target.label:<34} {result['rps']:>7.0f} req/s "
-                f"{result['cpu_us']:>6.1f} CPU us/req  errors {result['errors']:.0f}",
+                f"window {round_number}: "
+                + "  ".join(
+                    f"{target.label} {result['rps']:.0f} req/s {result['cpu_us']:.1f} CPU us/req"
+                    for target, result in zip(targets, results, strict=True)
+                )
+                + f"  ratio {second['cpu_us'] / first['cpu_us']:.3f}",
                 flush=True,
             )
+    finally:
+        for server in running:
+            server.stop()
+
+
+def window(
+    targets: tuple[Target, Target], running: list[Running], body_file: Path, duration: int, connections: int
+) -> list[dict[str, float]]:
+    """Both targets under their own wrk for the same `duration` seconds; their figures, in order."""
+    results: list[dict[str, float]] = [{}, {}]
+    failures: list[BaseException] = []
+
+    def load(index: int) -> None:
+        try:
+            results[index] = targets[index].load(running[index], body_file, duration, connections)
+        except BaseException as error:  # re-raised below, in the caller's thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=load, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return results
+
+
+def paired_ratios(first: Target, second: Target, key: str) -> list[float]:
+    """`second`'s figure over `first`'s in each window they shared."""
+    return [b[key] / a[key] for a, b in zip(first.runs, second.runs, strict=True)]
 
 
 def keys_test(repository: Path, work: Path, measure: tuple[Path, int, int], rounds: int) -> int:
@@ -333,14 +414,14 @@ def keys_test(repository: Path, work: Path, measure: tuple[Path, int, int], roun
     keyed.env["RECAP_API_KEYS_FILE"] = str(keys_file)
     keyed.authorization = f"Bearer {key}"
     keyed.ready_path = "/v2/health/ready"
-    alternate((open_server, keyed), measure, rounds)
+    side_by_side((open_server, keyed), measure, rounds)
     print_table([open_server, keyed], open_server)
-    rps_ratio = keyed.median("rps") / open_server.median("rps")
-    cpu_ratio = keyed.median("cpu_us") / open_server.median("cpu_us")
+    rps_ratio = statistics.median(paired_ratios(open_server, keyed, "rps"))
+    cpu_ratio = statistics.median(paired_ratios(open_server, keyed, "cpu_us"))
     verdict = "within" if rps_ratio >= KEYED_RPS_FLOOR else "BELOW"
     print(
         f"\nwith a key: req/s {rps_ratio:.3f} x the same server without keys ({verdict} the "
-        f"{KEYED_RPS_FLOOR:.2f} floor); median CPU us/request {cpu_ratio:.3f} x"
+        f"{KEYED_RPS_FLOOR:.2f} floor); CPU us/request {cpu_ratio:.3f} x (medians of the windows' ratios)"
     )
     errors = sum(run["errors"] for run in [*open_server.runs, *keyed.runs])
     return 0 if rps_ratio >= KEYED_RPS_FLOOR and errors == 0 else 1
@@ -356,22 +437,25 @@ def ab_test(commit: str, repository: Path, work: Path, measure: tuple[Path, int,
     if not Path(imported).is_relative_to(work / "old"):
         raise RuntimeError(f"the old server would import {imported}, not the extracted commit")
     new = recap_target("new (this checkout)", repository)
-    alternate((old, new), measure, rounds)
+    side_by_side((old, new), measure, rounds)
     print_table([old, new], old)
-    ratio, ok = regression_verdict(old.median("cpu_us"), new.median("cpu_us"))
+    ratios = paired_ratios(old, new, "cpu_us")
+    ratio, ok = regression_verdict(ratios)
     verdict = "no regression" if ok else "REGRESSION"
     print(
-        f"\nmedian server CPU us/request: old {old.median('cpu_us'):.1f} ({described}), "
-        f"new {new.median('cpu_us'):.1f}; new/old = {ratio:.3f} -> {verdict} "
+        f"\nserver CPU us/request, side by side: old {old.median('cpu_us'):.1f} ({described}), "
+        f"new {new.median('cpu_us'):.1f} (medians); new/old per window "
+        f"{', '.join(f'{r:.3f}' for r in ratios)}, median {ratio:.3f} -> {verdict} "
         f"(the rule: at most {NO_REGRESSION:.2f})"
     )
     errors = sum(run["errors"] for run in [*old.runs, *new.runs])
     return 0 if ok and errors == 0 else 1
 
 
-def regression_verdict(old_cpu_us: float, new_cpu_us: float) -> tuple[float, bool]:
-    """new/old median CPU us/request, and whether that is within the rule (at most 5 % more)."""
-    ratio = new_cpu_us / old_cpu_us
+def regression_verdict(new_over_old: list[float]) -> tuple[float, bool]:
+    """The median of the windows' new/old CPU us/request, and whether it is within the rule (at most
+    5 % more)."""
+    ratio = statistics.median(new_over_old)
     return ratio, ratio <= NO_REGRESSION
 
 
