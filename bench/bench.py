@@ -18,7 +18,7 @@ us/request and their ratio, and the verdict takes the median of those ratios. "N
 is at most 1.05. Both servers see the same machine in every window: this machine's speed drifts by tens
 of percent within seconds, which made two runs taken one after the other disagree by more than the
 changes they compared (an A/A of the same code measured 0.84-1.19 per pair of runs, side by side
-0.99-1.01 per window). `--keys` measures the same way. Check `vmstat 1 5` before quoting a figure.
+0.98-1.01 per window). `--keys` measures the same way. Check `vmstat 1 5` before quoting a figure.
 """
 
 from __future__ import annotations
