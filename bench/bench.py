@@ -37,9 +37,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,7 +213,6 @@ class Target:
         spent = cpu_seconds(running.process.pid) - before
         result["started"], result["ended"] = started, time.monotonic()
         result["cpu_us"] = spent / max(result["rps"] * duration, 1) * 1e6
-        result["rss_mib"] = rss_mib(running.process.pid)
         return result
 
     def measure(self, body_file: Path, duration: int, connections: int) -> dict[str, float]:
@@ -225,7 +224,7 @@ class Target:
             result = self.load(running, body_file, duration, connections)
         finally:
             running.stop()
-        result["rss_mib"] = resident  # before any request: the repository loaded, nothing more
+        result["rss_mib"] = resident  # before any request: the repository loaded
         self.runs.append(result)
         return result
 
@@ -380,23 +379,12 @@ def window(
     targets: tuple[Target, Target], running: list[Running], body_file: Path, duration: int, connections: int
 ) -> list[dict[str, float]]:
     """Both targets under their own wrk for the same `duration` seconds; their figures, in order."""
-    results: list[dict[str, float]] = [{}, {}]
-    failures: list[BaseException] = []
-
-    def load(index: int) -> None:
-        try:
-            results[index] = targets[index].load(running[index], body_file, duration, connections)
-        except BaseException as error:  # re-raised below, in the caller's thread
-            failures.append(error)
-
-    threads = [threading.Thread(target=load, args=(index,)) for index in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise failures[0]
-    return results
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        loads = [
+            pool.submit(target.load, server, body_file, duration, connections)
+            for target, server in zip(targets, running, strict=True)
+        ]
+        return [load.result() for load in loads]
 
 
 def paired_ratios(first: Target, second: Target, key: str) -> list[float]:
