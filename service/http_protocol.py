@@ -5,7 +5,8 @@ client that sends half its headers, or half its body, holds the connection, and 
 This protocol notes when each connection starts waiting for headers (connected, or the first byte of a
 request) and for the rest of a body (headers complete), and one sweep a fraction of a second apart
 closes what waited too long: a connection whose headers are late is closed, a late body is answered
-408 and closed. Per request this costs three time stamps; there is no timer per request.
+408 and closed, and a connection idle past uvicorn's keep-alive timeout (5 s) is closed. Per request this
+costs three time stamps; there is no timer per request.
 
 The socket is read by a `BufferedProtocol` (`_Reader`), into one 64 KiB buffer per thread that the
 parser consumes at once: uvloop would otherwise read up to 256 KB into a new bytes object per read, and
@@ -24,7 +25,14 @@ on, a fresh one for the next request on the connection (httptools never saw thos
 pauses once 32 KiB of a body are held, so the rest waits in the socket for the whole-body read (or for
 the app's `receive()`).
 
-The V2 infer fast path answers with `write_response`: status line, headers and body in one write.
+V2 infer is answered from these callbacks where it can (`direct_infer`, `service.api.infer`): once a
+`POST .../infer` with a declared body length has its headers, the request pipeline checks it (a refusal
+is answered at once and the body read and dropped); its body is gathered into its own buffer as above,
+and once whole the answer is written in one write (status line, headers, body), from the callback for
+a small batch, from a task for one that runs in a worker thread (reading pauses meanwhile, so a
+pipelined request waits its turn). No ASGI task, scope or messages: they cost more than the pipeline,
+the codec and a small model together. Everything else (a chunked body, an upgrade, the access log on)
+goes to the ASGI app, whose V2 infer fast path answers with `write_response` (one write too).
 """
 
 from __future__ import annotations
@@ -35,7 +43,8 @@ import logging
 import os
 import threading
 import weakref
-from typing import Any, ClassVar
+from collections.abc import Coroutine
+from typing import Any, ClassVar, Protocol
 
 import httptools
 import numpy as np
@@ -50,6 +59,62 @@ _ALIGNMENT = 64
 _READ_SIZE = 65536  # uvicorn's high-water mark: a body up to about this size comes with its headers
 _PAUSE_AT = _READ_SIZE // 2  # body bytes held before reading stops until the app asks for the rest
 _IDLE, _HEADERS, _BODY, _APP = range(4)
+_CLOSE = (b"connection", b"close")
+Headers = list[tuple[bytes, bytes]]
+Response = tuple[int, bytes, Headers]  # status, body, the app's headers (valid, lower case)
+
+
+class DirectRequest(Protocol):
+    """A request the protocol answers itself (service.api.infer.DirectInfer)."""
+
+    length: int  # the declared body's
+    align_at: int  # the body's byte to align
+
+    def body(self, body: memoryview) -> Response | Coroutine[Any, Any, Response]:
+        """The answer, from the whole body; never raises."""
+
+    def abandon(self, timed_out: bool) -> None:
+        """The request ended before it was answered: the client left, or its body was late."""
+
+
+class DirectEndpoint(Protocol):
+    """What answers requests from the protocol's callbacks (service.api.infer.InferHandler)."""
+
+    def start(self, path: str, headers: Headers) -> DirectRequest | Response | None:
+        """A request to answer once its body is whole, the answer to one refused before its body, or
+        None for a request the ASGI app answers."""
+
+
+class _NoEvent:
+    def set(self) -> None:
+        pass
+
+
+class _DirectCycle:
+    """`self.cycle` while a request is answered directly: what uvicorn and this protocol read of it."""
+
+    __slots__ = ("disconnected", "keep_alive", "response_complete", "response_started")
+    message_event = _NoEvent()
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.response_started = self.response_complete = self.disconnected = False
+
+
+def whole_response(
+    default_headers: Headers, status: int, headers: Headers, body: bytes, keep_alive: bool
+) -> tuple[bytes, bool]:
+    """A whole response (status line, headers with its content-length, body) as one bytes, and whether
+    the connection stays open after it (not where the app's headers close it)."""
+    parts = [STATUS_LINE[status]]
+    for name, value in (*default_headers, *headers):
+        parts += (name, b": ", value, b"\r\n")
+    if _CLOSE in headers:
+        keep_alive = False
+    elif not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts += (b"content-length: %d\r\n\r\n" % len(body), body)
+    return b"".join(parts), keep_alive
 
 
 def body_timed_out(receive: Any) -> bool:
@@ -59,11 +124,12 @@ def body_timed_out(receive: Any) -> bool:
 
 
 class _WholeBody:
-    """A body being gathered into its final buffer; `done` gets the body (None: it never came whole)."""
+    """A body being gathered into its final buffer; `done`, if any, gets the body (None: it never came
+    whole)."""
 
     __slots__ = ("buffer", "done", "end", "filled", "pad")
 
-    def __init__(self, length: int, align_at: int, done: asyncio.Future[memoryview | None]) -> None:
+    def __init__(self, length: int, align_at: int, done: asyncio.Future[memoryview | None] | None) -> None:
         # Not zeroed (a bytearray's zeroing costs a pass over the body): only filled bytes are handed out.
         storage = np.empty(length + _ALIGNMENT, dtype=np.uint8)
         address: int = storage.__array_interface__["data"][0]
@@ -78,9 +144,12 @@ class _WholeBody:
             self.buffer[self.filled : end] = chunk
         self.filled = end
 
+    def whole(self) -> memoryview | None:
+        return self.buffer[self.pad : self.end] if self.filled == self.end else None
+
     def finish(self) -> None:
-        if not self.done.done():
-            self.done.set_result(self.buffer[self.pad : self.end] if self.filled == self.end else None)
+        if self.done is not None and not self.done.done():
+            self.done.set_result(self.whole())
 
 
 class _ReadBuffers(threading.local):
@@ -177,25 +246,27 @@ def write_response(receive: Any, status: int, headers: list[tuple[bytes, bytes]]
         return True  # as uvicorn's send(): nobody to answer
     cycle.response_started = cycle.response_complete = True
     cycle.waiting_for_100_continue = False
-    parts = [STATUS_LINE[status]]
-    for name, value in (*cycle.default_headers, *headers):
-        parts += (name, b": ", value, b"\r\n")
-    if not cycle.keep_alive:
-        parts.append(b"connection: close\r\n")
-    parts += (b"content-length: %d\r\n\r\n" % len(body), body)
-    cycle.transport.write(b"".join(parts))
+    response, keep_alive = whole_response(cycle.default_headers, status, headers, body, cycle.keep_alive)
+    cycle.transport.write(response)
     cycle.message_event.set()  # what uvicorn's send() does once the body is out
-    if not cycle.keep_alive:
+    if not keep_alive:
+        cycle.keep_alive = False
         cycle.transport.close()
     cycle.on_response()
     return True
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """Set `header_timeout_s` and `body_timeout_s` in a subclass (`guarded_protocol`)."""
+    """Set `header_timeout_s`, `body_timeout_s` and `direct_infer` in a subclass (`guarded_protocol`)."""
 
     header_timeout_s = 10.0
     body_timeout_s = 60.0
+    direct_infer: ClassVar[DirectEndpoint | None] = None
+    # A request answered directly: while its body is gathered (`_direct`, `_gather`), or while its answer
+    # is worked out in a task (`_direct_running`).
+    _direct: DirectRequest | None = None
+    _gather: _WholeBody | None = None
+    _direct_running: DirectRequest | None = None
     _watched: ClassVar[weakref.WeakSet[GuardedHttpToolsProtocol]] = weakref.WeakSet()
     _sweeper: ClassVar[asyncio.Task[None] | None] = None
 
@@ -217,6 +288,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         type(self)._watched.discard(self)
         super().connection_lost(exc)
         self._end_whole_body()
+        direct = self._direct or self._direct_running
+        if direct is not None:
+            self._direct = self._gather = self._direct_running = None
+            direct.abandon(timed_out=False)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        gather = self._gather
+        if gather is not None and self.reader.pending is None and not self.read_queued(gather):
+            # The rest of a directly answered body goes straight into its buffer (see body_read).
+            self.reader.pending = gather
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -224,11 +306,90 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._wait(_HEADERS)
 
     def on_headers_complete(self) -> None:
+        direct = self.direct_infer
+        if direct is not None and self._takes_direct():
+            started = direct.start(self.url.decode("latin-1"), self.headers)
+            if started is not None:
+                self._start_direct(started)
+                return
         super().on_headers_complete()
         setattr(self.cycle, _PROTOCOL_MARK, self)  # whole_body() may gather this request's body
         self._wait(_BODY)
 
+    def _takes_direct(self) -> bool:
+        """Whether this request may be answered directly: a POST to a path ending in /infer, with
+        nothing else in progress on the connection and nothing that needs the ASGI cycle (an upgrade,
+        100-continue, an escaped or rooted path, a query, the access log, a write backlog)."""
+        url = self.url
+        cycle = self.cycle
+        return (
+            url.endswith(b"/infer")
+            and url.startswith(b"/")
+            and b"%" not in url
+            and b"?" not in url
+            and self.parser.get_method() == b"POST"
+            and (cycle is None or cycle.response_complete)
+            and not self.pipeline
+            and not self.expect_100_continue
+            and not self.root_path
+            and not self.access_log
+            and self.limit_concurrency is None
+            and not self.flow.write_paused
+            and not self.parser.should_upgrade()
+        )
+
+    def _start_direct(self, started: DirectRequest | Response) -> None:
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        self.cycle = cycle = _DirectCycle(keep_alive)  # type: ignore[assignment]
+        self._wait(_BODY)
+        if isinstance(started, tuple):
+            # Refused before its body: answered now; the parser reads the body on and drops it (on_body
+            # drops what comes after a complete response), so the client reads this, not a reset.
+            self._write_direct(started, cycle)
+            return
+        self._direct = started
+        self._gather = _WholeBody(started.length, started.align_at, None)
+
+    def _answer_direct(self, direct: DirectRequest, body: memoryview) -> None:
+        cycle: _DirectCycle = self.cycle  # type: ignore[assignment]
+        answer = direct.body(body)
+        if isinstance(answer, tuple):
+            self._write_direct(answer, cycle)
+            return
+        # Worked out in a worker thread: what follows on the connection waits in the socket (or, already
+        # read, in uvicorn's pipeline: the cycle is not complete) until this is answered.
+        self.flow.pause_reading()
+        self._direct_running = direct
+        task = self.loop.create_task(self._answer_later(answer, cycle))
+        self.tasks.add(task)  # uvicorn's shutdown waits for it
+        task.add_done_callback(self.tasks.discard)
+
+    async def _answer_later(self, answer: Coroutine[Any, Any, Response], cycle: _DirectCycle) -> None:
+        try:
+            response = await answer
+        finally:
+            self._direct_running = None
+        self._write_direct(response, cycle)
+
+    def _write_direct(self, response: Response, cycle: _DirectCycle) -> None:
+        cycle.response_started = cycle.response_complete = True
+        if self.transport.is_closing():
+            return  # the client left, or the server closed the connection (a late body)
+        status, content, headers = response
+        whole, keep_alive = whole_response(
+            self.server_state.default_headers, status, headers, content, cycle.keep_alive
+        )
+        self.transport.write(whole)
+        if not keep_alive:
+            cycle.keep_alive = False
+            self.transport.close()
+        self.on_response_complete()
+
     def on_body(self, body: bytes) -> None:
+        gather = self._gather
+        if gather is not None:
+            gather.add(body)
+            return
         super().on_body(body)
         cycle = self.cycle
         if not cycle.response_complete and len(cycle.body) >= _PAUSE_AT:
@@ -266,13 +427,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.on_message_complete()
 
     def on_message_complete(self) -> None:
+        gather = self._gather
+        if gather is not None:
+            direct = self._direct
+            self._direct = self._gather = None
+            self._phase = _APP
+            body = gather.whole()
+            if direct is not None and body is not None:
+                self._answer_direct(direct, body)
+            return
         self._end_whole_body()
         super().on_message_complete()
-        self._phase = _APP  # the request is whole: the pipeline's deadline takes over
+        # The request is whole: the pipeline's deadline takes over, unless it was answered already (a
+        # refusal before its body), when the connection is idle again.
+        self._phase = _IDLE if self.cycle.response_complete else _APP
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._phase = _IDLE  # uvicorn's keep-alive timeout watches idle connections
+        """uvicorn's, with the keep-alive timeout left to the sweep: uvicorn arms a timer per response
+        (and cancels it at the next request's first bytes), some 2 % of a small request's cost."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:  # the next request was read already: it runs now
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._wait(_IDLE)
 
     def _end_whole_body(self) -> None:
         """Hand a gathered body over: whole, or None when the request ended before it was."""
@@ -296,6 +477,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                     connection._close_late_headers()
                 elif connection._phase == _BODY and waited > cls.body_timeout_s:
                     connection._answer_late_body()
+                elif connection._phase == _IDLE and waited > connection.timeout_keep_alive:
+                    connection.timeout_keep_alive_handler()
+
+    def _write_408(self) -> None:
+        message = f"the request body did not arrive within {self.body_timeout_s:.3g} s"
+        body = orjson.dumps({"error": message})
+        head = (
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        )
+        with contextlib.suppress(RuntimeError):  # the transport may be closing already
+            self.transport.write(head + body)
 
     def _close_late_headers(self) -> None:
         type(self)._watched.discard(self)
@@ -305,16 +498,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _answer_late_body(self) -> None:
         type(self)._watched.discard(self)
         cycle = self.cycle
-        if cycle is not None and not cycle.response_started:
+        direct = self._direct
+        if direct is not None:
+            self._direct = self._gather = None
+            self.reader.pending = None
+            direct.abandon(timed_out=True)
+            self._write_408()
+            cycle.response_started = cycle.response_complete = True
+        elif cycle is not None and not cycle.response_started:
             setattr(cycle, _BODY_TIMEOUT_MARK, True)  # read by body_timed_out()
-            message = f"the request body did not arrive within {self.body_timeout_s:.3g} s"
-            body = orjson.dumps({"error": message})
-            head = (
-                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
-            )
-            with contextlib.suppress(RuntimeError):  # the transport may be closing already
-                self.transport.write(head + body)
+            self._write_408()
             cycle.response_started = cycle.response_complete = True  # the app's answer is not sent
             cycle.disconnected = True
             cycle.message_event.set()  # the app's read of the body ends: a disconnect, marked late
@@ -323,14 +516,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def guarded_protocol(header_timeout_s: float, body_timeout_s: float) -> type[GuardedHttpToolsProtocol]:
-    """The protocol class for uvicorn's `http=`, with these timeouts and its own set of connections."""
+def guarded_protocol(
+    header_timeout_s: float, body_timeout_s: float, direct_infer: DirectEndpoint | None = None
+) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class for uvicorn's `http=`, with these timeouts and its own set of connections;
+    with `direct_infer`, V2 infer is answered from its callbacks."""
     return type(
         "GuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
         {
             "header_timeout_s": header_timeout_s,
             "body_timeout_s": body_timeout_s,
+            "direct_infer": direct_infer,
             "_watched": weakref.WeakSet(),
         },
     )

@@ -20,13 +20,13 @@ from service.api import docs, generate, health, openai, openai_encode, repositor
 from service.api.admission import Limits
 from service.api.drain import Drain
 from service.api.errors import install_handlers
-from service.api.front import FrontDoor, InferEndpoint
+from service.api.front import FrontDoor
 from service.api.infer import InferHandler
 from service.api.metrics_listener import MetricsApp, MetricsListener
 from service.api.pipeline import Pipeline
 from service.api.schemas import DOC_MODELS
 from service.api.state import AppState
-from service.http_protocol import guarded_protocol
+from service.http_protocol import DirectEndpoint, guarded_protocol
 from service.keys import KeyStore, watch
 from service.metrics import Metrics, multiprocess_dir
 from service.runtime.lifecycle import ModelControl, VersionPolicy
@@ -90,12 +90,14 @@ def limits(settings: Settings) -> Limits:
     )
 
 
-def uvicorn_config(settings: Settings) -> dict[str, Any]:
-    """uvicorn.Config's arguments for this server (one process or a worker), the app aside."""
+def uvicorn_config(settings: Settings, direct_infer: DirectEndpoint | None = None) -> dict[str, Any]:
+    """uvicorn.Config's arguments for this server (one process or a worker), the app aside; with
+    `direct_infer` (the app's `infer`), V2 infer is answered from the HTTP protocol's callbacks."""
+    timeouts = (settings.header_timeout_seconds, settings.body_timeout_seconds)
     return {
         "host": settings.host,
         "port": settings.port,
-        "http": guarded_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
+        "http": guarded_protocol(*timeouts, direct_infer),
         "loop": "uvloop",
         "access_log": settings.access_log,
         "log_level": settings.log_level,
@@ -140,13 +142,13 @@ class ServerApp(FastAPI):
     any 500 included, and V2 infer is answered before any of them (it never raises: the request
     pipeline answers every failure)."""
 
-    infer: InferEndpoint
+    infer: InferHandler
 
     def build_middleware_stack(self) -> ASGIApp:
         return FrontDoor(super().build_middleware_stack(), self.infer)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> ServerApp:
     metrics = Metrics()
     repository = Repository(
         settings.model_repository,
@@ -237,6 +239,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(openai.build_router(state))  # OpenAI completions for the text models
     app.include_router(ui.build_router(state))  # the model browser: /ui pages and what they read
     docs.install_docs(app)
-    app.infer = infer  # the front door's (ServerApp.build_middleware_stack)
+    app.infer = infer  # the front door's (ServerApp.build_middleware_stack) and the HTTP protocol's
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -64,7 +64,8 @@ def worker_main(settings: Settings, listener: socket.socket | None, listen: bool
     if listener is None and listen:
         listener = listening_socket(settings.host, settings.port, reuse_port=True)
     app = create_app(settings)
-    server = DrainingServer(uvicorn.Config(app, **uvicorn_config(settings)), app.state.recap.drain)
+    config = uvicorn.Config(app, **uvicorn_config(settings, direct_infer=app.infer))
+    server = DrainingServer(config, app.state.recap.drain)
     with contextlib.suppress(KeyboardInterrupt):  # SIGINT, re-raised by uvicorn after it stopped
         server.run(sockets=[listener] if listener is not None else None)
     if not server.started:

@@ -408,38 +408,94 @@ class Pipeline:
         content_length: int | None = None,
         authorization: str | None = None,
     ) -> T | Failure:
+        opened = self.open(
+            endpoint,
+            request_id,
+            model_name,
+            model_version,
+            content_length=content_length,
+            authorization=authorization,
+        )
+        if isinstance(opened, Failure):
+            return opened
+        call, model = opened
+        return await self.settle_async(call, work(call, model, argument))
+
+    def open(
+        self,
+        endpoint: Endpoint,
+        request_id: str,
+        model_name: str,
+        model_version: str | None,
+        *,
+        content_length: int | None,
+        authorization: str | None,
+    ) -> tuple[Call, LoadedModel] | Failure:
+        """Steps 1-5 (the key, the declared size, admission, the lookup, the model's cap and session),
+        before a byte of the body is read: the call and its model, or the failure (counted and
+        finished). What follows is `settle` or `settle_async`: the call is finished there."""
         # The steps of _admit and _enter, written out: this is the V2 infer hot path (no extra call).
         call = Call(endpoint, request_id, self.unknown, self)
-        result: T | Failure
         try:
-            try:
-                if self.keys is not None:
-                    self.authenticate(endpoint, authorization)
-                limit = self.limits.max_body_bytes
-                if content_length is not None and content_length > limit:
-                    raise PayloadTooLargeError(
-                        f"request body of {content_length} bytes is over the limit of {limit}"
-                    )
-                self.admission.admit(call, content_length)
-                call.admitted = True
-                call.declared = content_length
-                model = self.repository.get(model_name, model_version)
-                call.metrics = metrics = model.metrics
-                call._children = metrics.endpoint(endpoint)
-                self.admission.admit_model(call, model)
-                if endpoint.needs_session:
-                    model.require_session()
-                result = await work(call, model, argument)
-            except RecapError as error:
-                call.deferred = False  # no stream was handed out
-                result = call.fail(error)
-            except Exception as error:
-                call.deferred = False
-                result = call.fail_unexpected(error)
+            if self.keys is not None:
+                self.authenticate(endpoint, authorization)
+            limit = self.limits.max_body_bytes
+            if content_length is not None and content_length > limit:
+                raise PayloadTooLargeError(
+                    f"request body of {content_length} bytes is over the limit of {limit}"
+                )
+            self.admission.admit(call, content_length)
+            call.admitted = True
+            call.declared = content_length
+            model = self.repository.get(model_name, model_version)
+            call.metrics = metrics = model.metrics
+            call._children = metrics.endpoint(endpoint)
+            self.admission.admit_model(call, model)
+            if endpoint.needs_session:
+                model.require_session()
+        except RecapError as error:
+            failure = call.fail(error)
+        except Exception as error:
+            failure = call.fail_unexpected(error)
+        else:
+            return call, model
+        call.finish()
+        return failure
+
+    def settle(self, call: Call, work: Callable[[], T]) -> T | Failure:
+        """Steps 6-8 for an opened call whose work runs here and now: its result or its failure; the
+        call is finished unless the work deferred that (`Call.defer`: it went on elsewhere)."""
+        try:
+            return work()
+        except RecapError as error:
+            call.deferred = False
+            return call.fail(error)
+        except Exception as error:
+            call.deferred = False
+            return call.fail_unexpected(error)
         finally:
             if not call.deferred:
                 call.finish()
-        return result
+
+    async def settle_async(self, call: Call, work: Awaitable[T]) -> T | Failure:
+        """`settle` for work that is awaited (a stream hands its answer out deferred)."""
+        try:
+            return await work
+        except RecapError as error:
+            call.deferred = False  # no stream was handed out
+            return call.fail(error)
+        except Exception as error:
+            call.deferred = False
+            return call.fail_unexpected(error)
+        finally:
+            if not call.deferred:
+                call.finish()
+
+    def abandon(self, call: Call, error: RecapError) -> None:
+        """An opened call whose request ended before its work began (the client left, its body was
+        late): counted as that failure and finished."""
+        call.fail(error)
+        call.finish()
 
     async def run_named(
         self,

@@ -93,10 +93,14 @@ class SocketTransport(RecordingTransport):
 
 
 def connect(
-    app: App = one_write_app, *, access_log: bool = False, transport: RecordingTransport | None = None
+    app: App = one_write_app,
+    *,
+    access_log: bool = False,
+    transport: RecordingTransport | None = None,
+    direct: Any = None,
 ) -> RecordingTransport:
     config = uvicorn.Config(app, access_log=access_log, log_config=None, lifespan="off")
-    protocol = guarded_protocol(10.0, 60.0)(config=config, server_state=ServerState(), app_state={})
+    protocol = guarded_protocol(10.0, 60.0, direct)(config=config, server_state=ServerState(), app_state={})
     protocol.access_log = access_log  # uvicorn reads it from the access logger's handlers
     transport = transport or RecordingTransport()
     protocol.connection_made(transport)
@@ -345,5 +349,162 @@ def test_nothing_is_read_from_the_socket_of_a_closing_transport() -> None:
             await settle()
             assert transport.writes == []
             assert transport.sock.recv(1 << 20) == request[40_000:]
+
+    run(test)
+
+
+class Direct:
+    """A direct endpoint for `connect(direct=...)`: takes POST .../infer with a declared length, echoes
+    the body; `hold` (an event) makes its answer come from a coroutine that waits for it."""
+
+    def __init__(self, hold: asyncio.Event | None = None) -> None:
+        self.hold = hold
+        self.started: list[str] = []
+        self.abandoned: list[bool] = []
+
+    def start(self, path: str, headers: list[tuple[bytes, bytes]]) -> Any:
+        declared = dict(headers).get(b"content-length")
+        if declared is None:
+            return None
+        self.started.append(path)
+        if "refuse" in path:
+            return 404, b"no such model", [(b"content-type", b"text/plain")]
+        endpoint, length = self, int(declared)
+
+        class Request:
+            align_at = 0
+
+            def __init__(self) -> None:
+                self.length = length
+
+            def body(self, body: memoryview) -> Any:
+                answer = (200, b"echo " + bytes(body), [(b"content-type", b"text/plain")])
+                if endpoint.hold is None:
+                    return answer
+                hold = endpoint.hold
+
+                async def later() -> Any:
+                    await hold.wait()
+                    return answer
+
+                return later()
+
+            def abandon(self, timed_out: bool) -> None:
+                endpoint.abandoned.append(timed_out)
+
+        return Request()
+
+
+def post(path: str, body: bytes, extra: str = "") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+def test_a_direct_request_gets_its_body_whole_and_its_answer_in_one_write_before_the_next() -> None:
+    async def test() -> None:
+        direct = Direct()
+        transport = connect(direct=direct)
+        body = bytes(range(256)) * 800  # 200 KiB: the first read, then straight into its buffer
+        request = post("/v2/models/m/infer", body)
+        transport.feed(request[:1000])
+        transport.feed(request[1000:150_000])
+        transport.feed(request[150_000:] + get("/after"))
+        await settle()
+        assert direct.started == ["/v2/models/m/infer"]
+        assert len(transport.writes) == 2
+        assert (
+            transport.writes[0]
+            == (
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n\r\necho "
+                % (len(body) + 5)
+            )
+            + body
+        )
+        assert transport.writes[1].endswith(b"you asked for /after")  # the ASGI app answered the GET
+        assert not transport.closed
+
+    run(test)
+
+
+def test_what_the_direct_path_cannot_take_goes_to_the_app() -> None:
+    async def test() -> None:
+        for request, access_log in [
+            (post("/v2/models/m/infer?x=1", b"{}"), False),  # a query
+            (post("/v2/models/m%2Fx/infer", b"{}"), False),  # an escaped path
+            (post("/v2/models/m/infer", b"{}", "Expect: 100-continue\r\n"), False),
+            (post("/v2/models/m/infer", b"{}"), True),  # the access log wants the ASGI cycle
+            (
+                b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                False,
+            ),
+        ]:
+            direct = Direct()
+            transport = connect(direct=direct, access_log=access_log)
+            transport.feed(request)
+            await settle()
+            assert b"you asked for" in b"".join(transport.writes), request
+            assert direct.started == []
+
+    run(test)
+
+
+def test_a_refusal_before_the_body_is_answered_and_the_body_dropped() -> None:
+    async def test() -> None:
+        direct = Direct()
+        transport = connect(direct=direct)
+        transport.feed(post("/v2/models/refuse/infer", b"x" * 100_000) + post("/v2/models/m/infer", b"ok"))
+        await settle()
+        assert [w.split(b"\r\n", 1)[0] for w in transport.writes] == [
+            b"HTTP/1.1 404 Not Found",
+            b"HTTP/1.1 200 OK",
+        ]
+        assert transport.writes[1].endswith(b"echo ok") and not transport.closed
+
+    run(test)
+
+
+def test_a_direct_answer_from_a_task_holds_the_pipelined_request_behind_it() -> None:
+    async def test() -> None:
+        hold = asyncio.Event()
+        transport = connect(direct=Direct(hold))
+        transport.feed(post("/v2/models/m/infer", b"first") + get("/second"))
+        await settle()
+        assert transport.writes == [] and not transport.reading  # the GET waits for the answer
+        hold.set()
+        await settle()
+        assert transport.writes[0].endswith(b"echo first")
+        assert transport.writes[1].endswith(b"you asked for /second")
+        assert transport.reading
+
+    run(test)
+
+
+def test_a_direct_request_whose_client_leaves_is_abandoned_once() -> None:
+    async def test() -> None:
+        direct = Direct()
+        transport = connect(direct=direct)
+        transport.feed(post("/v2/models/m/infer", b"x" * 1000)[:-10])
+        transport.protocol.connection_lost(None)
+        assert direct.abandoned == [False]
+        hold = asyncio.Event()
+        running = Direct(hold)
+        transport = connect(direct=running)
+        transport.feed(post("/v2/models/m/infer", b"y"))
+        await settle()
+        transport.protocol.connection_lost(None)  # while its answer is worked out
+        assert running.abandoned == [False]
+        hold.set()
+        await settle()
+        assert transport.writes == []  # nobody to answer
+
+    run(test)
+
+
+def test_a_direct_request_on_http_1_0_is_answered_and_closed() -> None:
+    async def test() -> None:
+        transport = connect(direct=Direct())
+        transport.feed(b"POST /v2/models/m/infer HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi")
+        await settle()
+        assert b"connection: close\r\n" in transport.writes[0] and transport.writes[0].endswith(b"echo hi")
+        assert transport.closed
 
     run(test)
