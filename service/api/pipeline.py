@@ -434,25 +434,10 @@ class Pipeline:
         """Steps 1-5 (the key, the declared size, admission, the lookup, the model's cap and session),
         before a byte of the body is read: the call and its model, or the failure (counted and
         finished). What follows is `settle` or `settle_async`: the call is finished there."""
-        # The steps of _admit and _enter, written out: this is the V2 infer hot path (no extra call).
         call = Call(endpoint, request_id, self.unknown, self)
         try:
-            if self.keys is not None:
-                self.authenticate(endpoint, authorization)
-            limit = self.limits.max_body_bytes
-            if content_length is not None and content_length > limit:
-                raise PayloadTooLargeError(
-                    f"request body of {content_length} bytes is over the limit of {limit}"
-                )
-            self.admission.admit(call, content_length)
-            call.admitted = True
-            call.declared = content_length
-            model = self.repository.get(model_name, model_version)
-            call.metrics = metrics = model.metrics
-            call._children = metrics.endpoint(endpoint)
-            self.admission.admit_model(call, model)
-            if endpoint.needs_session:
-                model.require_session()
+            self._admit(call, content_length, authorization)
+            model = self._enter(call, model_name, model_version)
         except RecapError as error:
             failure = call.fail(error)
         except Exception as error:
@@ -514,23 +499,13 @@ class Pipeline:
         then the lookup, the ready check and `work(call, model, argument, what name_of gave)`. A body
         that names no model is counted once, as model="" (like an unknown model)."""
         call = Call(endpoint, request_id, self.unknown, self)
-        result: T | Failure
-        try:
-            try:
-                self._admit(call, content_length, authorization)
-                model_name, body = name_of(await call.read_body(receive))
-                model = self._enter(call, model_name)
-                result = await work(call, model, argument, body)
-            except RecapError as error:
-                call.deferred = False  # no stream was handed out
-                result = call.fail(error)
-            except Exception as error:
-                call.deferred = False
-                result = call.fail_unexpected(error)
-        finally:
-            if not call.deferred:
-                call.finish()
-        return result
+
+        async def named() -> T:
+            self._admit(call, content_length, authorization)
+            model_name, body = name_of(await call.read_body(receive))
+            return await work(call, self._enter(call, model_name), argument, body)
+
+        return await self.settle_async(call, named())
 
     def _admit(self, call: Call, content_length: int | None, authorization: str | None) -> None:
         """`run`'s steps before the model is known: the key, the declared body size, admission."""
