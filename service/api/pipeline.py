@@ -336,6 +336,13 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
+def _failed(call: Call, error: Exception) -> Failure:
+    """Step 7: a domain error counted with its reason, anything else logged with its traceback (an
+    opaque 500); a stream that failed was never handed out, so the call is finished here."""
+    call.deferred = False
+    return call.fail(error) if isinstance(error, RecapError) else call.fail_unexpected(error)
+
+
 Work = Callable[[Call, LoadedModel, A], Awaitable[T]]
 ServerWork = Callable[[Call, A], Awaitable[T]]
 # A protocol that names its model in the body (OpenAI): the model's name and what the work needs of the
@@ -452,12 +459,8 @@ class Pipeline:
         call is finished unless the work deferred that (`Call.defer`: it went on elsewhere)."""
         try:
             return work()
-        except RecapError as error:
-            call.deferred = False
-            return call.fail(error)
         except Exception as error:
-            call.deferred = False
-            return call.fail_unexpected(error)
+            return _failed(call, error)
         finally:
             if not call.deferred:
                 call.finish()
@@ -466,12 +469,8 @@ class Pipeline:
         """`settle` for work that is awaited (a stream hands its answer out deferred)."""
         try:
             return await work
-        except RecapError as error:
-            call.deferred = False  # no stream was handed out
-            return call.fail(error)
         except Exception as error:
-            call.deferred = False
-            return call.fail_unexpected(error)
+            return _failed(call, error)
         finally:
             if not call.deferred:
                 call.finish()
