@@ -445,10 +445,8 @@ class Pipeline:
         try:
             self._admit(call, content_length, authorization)
             model = self._enter(call, model_name, model_version)
-        except RecapError as error:
-            failure = call.fail(error)
         except Exception as error:
-            failure = call.fail_unexpected(error)
+            failure = _failed(call, error)
         else:
             return call, model
         call.finish()
